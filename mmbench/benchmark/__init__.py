@@ -1,0 +1,1 @@
+"""The engine: subsets, metrics, training loop, evaluator, runner, results store, presets."""
