@@ -82,7 +82,9 @@ class Subset:
     @classmethod
     def from_code(cls, code: str) -> Subset:
         if len(code) != 4 or set(code) - {"0", "1"}:
-            raise ValueError(f"a subset code is four 0/1 digits in T1,T1ce,T2,FLAIR order: {code!r}")
+            raise ValueError(
+                f"a subset code is four 0/1 digits in T1,T1ce,T2,FLAIR order: {code!r}"
+            )
         return cls(tuple(c == "1" for c in code))  # type: ignore[arg-type]
 
     @classmethod

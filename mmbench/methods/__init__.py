@@ -1,0 +1,33 @@
+"""Missing-modality strategies and their registry.
+
+``create(name, preset=...)`` builds one; ``list_methods()`` lists them. Importing this package
+imports every built-in strategy module so that their ``@register`` decorators run.
+"""
+
+from mmbench.methods.base import (
+    FAMILIES,
+    REGION_CHANNELS,
+    MethodConfig,
+    Stage,
+    StepContext,
+    Strategy,
+)
+from mmbench.methods.registry import MethodInfo, create, list_methods, method_info, register
+
+# Built-in strategies (import order = listing order).
+from mmbench.methods import zerofill as _zerofill  # noqa: E402,F401  isort: skip
+from mmbench.methods import dropout_unet as _dropout_unet  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "FAMILIES",
+    "REGION_CHANNELS",
+    "MethodConfig",
+    "MethodInfo",
+    "Stage",
+    "StepContext",
+    "Strategy",
+    "create",
+    "list_methods",
+    "method_info",
+    "register",
+]

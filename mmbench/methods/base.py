@@ -1,0 +1,255 @@
+"""The strategy contract: what every missing-modality method in mmbench provides.
+
+A strategy is a ``torch.nn.Module`` that owns its networks. The shared training loop
+(:mod:`mmbench.benchmark.trainer`) owns devices, precision, optimiser steps, gradient clipping,
+logging, checkpoints and resume; a strategy never writes its own loop. To add a method, write one
+file::
+
+    from mmbench.methods import Strategy, register
+
+    @register("my-method", family="robustness-enhancement", paper="Doe et al., MICCAI 2030",
+              tags=("unet",))
+    class MyMethod(Strategy):
+        \"\"\"What it is; where it departs from the paper.\"\"\"
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.net = UNet3D(4, 3, width=config.width)
+
+        def training_step(self, batch, ctx):
+            logits = self.net(batch["image"])
+            return {"main": dice_bce_loss(logits, batch["regions"])}
+
+        def predict(self, image, available):
+            return torch.sigmoid(self.net(image))
+
+and make it importable (a module under ``mmbench/methods/`` imported by
+``mmbench/methods/__init__.py``, or a third-party package exposing it through the entry-point group
+``mmbench.methods``).
+
+Data seen by a strategy (one batch shares one modality subset):
+
+- ``batch["image"]``: float N×4×D×H×W, canonical channel order (T1, T1ce, T2, FLAIR), normalised,
+  **absent channels already zero** (the loop applies :func:`mmbench.benchmark.subsets.zero_absent`).
+- ``batch["image_full"]``: float N×4×D×H×W, all four modalities (training only: teachers,
+  generators and reconstruction targets may read it; ``predict`` never gets it).
+- ``batch["regions"]``: float N×3×D×H×W binary targets for WT, TC, ET.
+- ``batch["compartments"]``: float N×3×D×H×W disjoint binary labels NETC, ED, ET
+  (other labels, e.g. a resection cavity, are background).
+- ``batch["available"]``: tuple of present modality names, e.g. ``("T1ce", "FLAIR")``.
+- ``batch["subset"]``: the :class:`~mmbench.benchmark.subsets.Subset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmbench.benchmark.subsets import FULL, MODALITIES, Subset
+
+FAMILIES: tuple[str, ...] = (
+    "data-generation",
+    "feature-generation",
+    "sample-retrieval",
+    "robustness-enhancement",
+    "multi-task",
+    "knowledge-distillation",
+    "reference",
+)
+"""The six families of the AdaMM paper, plus ``reference`` for lower/upper bounds."""
+
+REGION_CHANNELS: tuple[str, ...] = ("WT", "TC", "ET")
+"""Channel order of ``predict``'s output."""
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class MethodConfig:
+    """What a strategy is built from; filled from the preset.
+
+    Attributes:
+        width: base channel count C0 of the networks (the preset's ``model.width``).
+        patch_size: training crop (D, H, W) in voxels; also the sliding-window size at inference.
+        in_channels: number of modalities (always 4, canonical order).
+        out_channels: number of predicted regions (always 3: WT, TC, ET).
+        total_steps: number of optimisation steps the loop will run (for ramp-ups).
+        options: method-specific keys from the preset's ``methods.<name>`` section.
+    """
+
+    width: int = 8
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    in_channels: int = len(MODALITIES)
+    out_channels: int = len(REGION_CHANNELS)
+    total_steps: int = 1000
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, key: str, default: Any) -> Any:
+        """A method-specific option with its default (``--set methods.NAME.KEY=VALUE``)."""
+        return self.options.get(key, default)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of training, run in the order :meth:`Strategy.stages` lists them.
+
+    Attributes:
+        name: passed back to the strategy in :class:`StepContext`.
+        optimizers: names of the optimisers (keys of :meth:`Strategy.configure_optimizers`) that
+            step in this stage; a ``fit`` stage uses none.
+        fraction: share of the run's gradient steps given to this stage (fractions of the
+            gradient stages are normalised to sum to one).
+        kind: ``"gradient"`` (the loop calls :meth:`Strategy.training_step`) or ``"fit"``
+            (the loop calls :meth:`Strategy.fit` once with the training loader).
+        select_on_val: validate during this stage and keep the best weights (on the val split).
+    """
+
+    name: str
+    optimizers: tuple[str, ...] = ("main",)
+    fraction: float = 1.0
+    kind: Literal["gradient", "fit"] = "gradient"
+    select_on_val: bool = True
+
+
+@dataclass
+class StepContext:
+    """Where the loop is. ``progress`` runs from 0 to 1 over the whole run's gradient steps."""
+
+    step: int
+    total_steps: int
+    stage: str
+    stage_step: int
+    stage_steps: int
+    subset: Subset = FULL
+
+    @property
+    def progress(self) -> float:
+        return self.step / max(1, self.total_steps)
+
+    @property
+    def stage_progress(self) -> float:
+        return self.stage_step / max(1, self.stage_steps)
+
+
+class Strategy(nn.Module):
+    """Base class of every missing-modality strategy; see the module docstring.
+
+    Class attributes set by :func:`mmbench.methods.register`: ``name``, ``family``, ``paper``,
+    ``tags``.
+
+    ``train_subsets`` says which subsets the loop draws for training: ``"random"`` (the run's
+    subset sampler, uniform over the 15 by default) or ``"full"`` (complete inputs only, as the
+    zero-fill lower bound).
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    tags: ClassVar[tuple[str, ...]] = ()
+    train_subsets: ClassVar[Literal["random", "full"]] = "random"
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    # ----------------------------------------------------------------------------- training
+    def stages(self) -> list[Stage]:
+        """Ordered training stages. Default: one gradient stage with the ``main`` optimiser."""
+        return [Stage("train", ("main",))]
+
+    def configure_optimizers(
+        self, lr: float, weight_decay: float
+    ) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers by name. Default: one Adam named ``main`` over every parameter.
+
+        The loop sets the learning rate of every optimiser from its poly schedule, each relative
+        to the lr it was created with (so a discriminator may start at its own lr).
+        """
+        return {"main": torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)}
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        """Losses of one batch for the current stage.
+
+        Returns:
+            ``{optimizer name: scalar loss}`` for the optimisers active in ``ctx.stage``. The loop
+            back-propagates each loss only into the parameters of its own optimiser, all before
+            any optimiser steps, so a generator loss through a discriminator does not touch the
+            discriminator's gradients. Extra scalars to log go under keys starting with ``log/``
+            (detached tensors or floats).
+        """
+        raise NotImplementedError
+
+    def fit(self, batches: Iterable[Batch], ctx: StepContext) -> None:
+        """Non-gradient fitting for a ``fit`` stage (e.g. building a retrieval bank).
+
+        ``batches`` yields full-modality training batches (deterministic preprocessing and crops).
+        Anything fitted must live in registered buffers so that checkpoints carry it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares a fit stage but no fit()")
+
+    # ----------------------------------------------------------------------------- inference
+    def predict(self, image: Tensor, available: tuple[str, ...]) -> Tensor:
+        """Region probabilities.
+
+        Args:
+            image: float N×4×D×H×W, canonical order, absent channels zero. D, H, W are the
+                preset's patch size or any size divisible by the network's total stride.
+            available: present modality names in canonical order, e.g. ``("T1ce", "FLAIR")``.
+
+        Returns:
+            float N×3×D×H×W probabilities in [0, 1] for WT, TC, ET. The values of absent channels
+            must never influence the output.
+        """
+        raise NotImplementedError
+
+    def extra_metrics(
+        self, image: Tensor, image_full: Tensor, available: tuple[str, ...]
+    ) -> list[tuple[str, str, float]]:
+        """Optional extra evaluation rows for one case and subset: ``(region, metric, value)``.
+
+        ``image_full`` is given to the evaluator's hook only for scoring (e.g. the PSNR of a
+        synthesised modality); it must never reach ``predict``. Default: none.
+        """
+        return []
+
+    def inference_modules(self) -> Iterable[nn.Module]:
+        """Modules ``predict`` uses (the student of a teacher–student pair). Default: all."""
+        return [self]
+
+    def parameter_count(self) -> int:
+        """Parameters used at inference (what papers report and ``mmbench list`` shows)."""
+        seen: set[int] = set()
+        total = 0
+        for module in self.inference_modules():
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+        return total
+
+
+def subset_of(available: Iterable[str]) -> Subset:
+    """The :class:`Subset` for a tuple of available modality names."""
+    return Subset.from_names(available)
+
+
+def availability_tensor(available: Iterable[str], batch: int, device: Any = None) -> Tensor:
+    """Float N×4 availability mask (1 present, 0 absent) in canonical order."""
+    mask = torch.tensor(subset_of(available).mask, dtype=torch.float32, device=device)
+    return mask.unsqueeze(0).expand(batch, -1)
+
+
+def validate_losses(losses: Mapping[str, Any], optimizers: Iterable[str]) -> None:
+    """Raise a clear error when a strategy returns a loss for an unknown optimiser."""
+    known = set(optimizers)
+    for key in losses:
+        if key.startswith("log/"):
+            continue
+        if key not in known:
+            raise KeyError(
+                f"training_step returned a loss for {key!r}; optimisers: {sorted(known)}"
+            )
