@@ -1,4 +1,4 @@
-"""A strategy that is just the shared U-Net on region targets (base of zerofill and dropout-unet)."""
+"""The shared U-Net on region targets: the base of zerofill and dropout-unet."""
 
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ Data seen by a strategy (one batch shares one modality subset):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -49,7 +50,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, Subset
+from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
 
 FAMILIES: tuple[str, ...] = (
     "data-generation",
@@ -155,6 +156,23 @@ class Strategy(nn.Module):
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
         self.config = config
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every subclass's predict is wrapped so that absent channels are zero and `available`
+        # is in canonical order whatever the caller passed: missing data cannot leak into a
+        # prediction through a strategy that forgot to mask.
+        original = cls.__dict__.get("predict")
+        if original is None or getattr(original, "_masks_absent", False):
+            return
+
+        @functools.wraps(original)
+        def predict(self: Strategy, image: Tensor, available: Iterable[str]) -> Tensor:
+            names = subset_of(available).available
+            return original(self, zero_absent(image, names), names)
+
+        predict._masks_absent = True  # type: ignore[attr-defined]
+        cls.predict = predict  # type: ignore[method-assign]
 
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
