@@ -1,0 +1,101 @@
+"""Paired tests, Holm correction and bootstrap confidence intervals for the report tables.
+
+Choices (also in ``docs/reports.md``):
+
+- Wilcoxon signed-rank, paired over the cases both methods were scored on (NaN pairs dropped),
+  two-sided, ``zero_method="wilcox"``: a zero difference (e.g. both methods perfect on a case with
+  an empty reference) says nothing about which method is better, so it is left out of the ranking.
+  When every difference is zero the p-value is 1.
+- Holm's step-down correction over all comparisons of one table (every subset, the Avg. row, every
+  region, every method against the baseline): the family is the table a reader scans.
+- Bootstrap: cases are resampled with replacement (the same draw for every subset of a case, since a
+  case's subsets are not independent); the statistic is the table's Avg. (mean over subsets of the
+  mean over cases); percentile interval; seeded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+ALPHA = 0.05
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (same order as given; NaN stays NaN).
+
+    The adjusted value of the k-th smallest of m p-values is ``max_{j<=k} min(1, (m-j+1) p_(j))``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    order = np.argsort(p[ok], kind="stable")
+    scaled = (m - np.arange(m)) * p[ok][order]
+    adjusted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    valid = np.empty(m)
+    valid[order] = adjusted
+    out[ok] = valid
+    return out
+
+
+def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
+    """Two-sided Wilcoxon signed-rank test of paired samples.
+
+    Returns:
+        ``(p, n)``: the p-value (1.0 when all differences are zero, NaN when no pair is usable) and
+        the number of usable pairs.
+    """
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.shape} vs {y.shape}")
+    keep = ~(np.isnan(x) | np.isnan(y))
+    d = x[keep] - y[keep]
+    n = int(d.size)
+    if n == 0:
+        return float("nan"), 0
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0, n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+    return float(res.pvalue), n
+
+
+def bootstrap_avg_ci(
+    matrix: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the Avg. of a cases × subsets matrix.
+
+    Args:
+        matrix: per-case values, one row per case, one column per subset (NaN = excluded).
+        n_boot: resamples.
+        level: coverage of the interval.
+        seed: seed of the generator; the same seed and case count give the same resamples, so
+            intervals of methods scored on the same cases come from paired draws.
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim == 1:
+        m = m[:, None]
+    n = m.shape[0]
+    if n == 0 or np.all(np.isnan(m)):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    if not np.isnan(m).any():
+        # Balanced matrix: mean over subsets of means over cases = mean of per-case row means.
+        stats = m.mean(axis=1)[idx].mean(axis=1)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stats = np.nanmean(np.nanmean(m[idx], axis=1), axis=1)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.nanquantile(stats, [tail, 1.0 - tail])
+    return float(lo), float(hi)
