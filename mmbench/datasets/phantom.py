@@ -333,6 +333,19 @@ class PhantomGenerator:
         FLAIR (arbitrary units, exactly 0 outside the brain), uint8 ``(D, H, W)`` labels
         (BraTS 2024 convention) and the ``(4, 4)`` RAS affine in mm.
         """
+        return self._generate(index, want_tissue=False)[0]
+
+    def generate_with_tissue(self, index: int) -> tuple[PhantomCase, np.ndarray]:
+        """As :meth:`generate`, plus the dominant tissue class per voxel.
+
+        The tissue map is uint8 ``(D, H, W)`` indexing :data:`TISSUES` (tumour labels first, else
+        the largest of CSF/GM/WM inside the brain, else background); for diagnostics only.
+        """
+        case, tissue = self._generate(index, want_tissue=True)
+        assert tissue is not None
+        return case, tissue
+
+    def _generate(self, index: int, want_tissue: bool) -> tuple[PhantomCase, np.ndarray | None]:
         if index < 0:
             raise ValueError("index must be >= 0")
         tpl = _template()
@@ -343,7 +356,6 @@ class PhantomGenerator:
         # Anatomy: one interpolation per map with the combined coordinate map.
         vox = (points_t - tpl["origin"][:, None].astype(np.float32)).reshape(3, *shape)
         mask_f, gm_f, wm_f = _prefiltered_anatomy(self.spacing)
-
         brain = _sample(mask_f, vox)
         gm = np.minimum(_sample(gm_f, vox), brain)
         wm = np.minimum(_sample(wm_f, vox), brain - gm)
@@ -354,7 +366,13 @@ class PhantomGenerator:
         label = self._paint(index, points_t, wm, csf, inside)
         del points_t
         images = self._contrast(index, brain, gm, wm, csf, label, inside, affine)
-        return PhantomCase(images, label.reshape(shape), affine)
+        tissue = None
+        if want_tissue:
+            normal = np.array([_CSF, _GM, _WM], np.uint8)[np.argmax(np.stack([csf, gm, wm]), 0)]
+            by_label = np.array([_BG, _NETC, _OED, _ET, _CAV], np.uint8)[label]
+            tissue = np.where(label > 0, by_label, np.where(inside, normal, _BG))
+            tissue = tissue.astype(np.uint8).reshape(shape)
+        return PhantomCase(images, label.reshape(shape), affine), tissue
 
     # ---------------------------------------------------------------- geometry
 
