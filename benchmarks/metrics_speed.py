@@ -115,9 +115,9 @@ def main() -> None:
         pairs = make_pairs("glioma" if kind == "glioma-aniso" else kind, args.pairs)
         ours, edt, theirs, diffs = [], [], [], []
         for pred, ref in pairs:
-            t_ours, v_ours = best_time(lambda p=pred, r=ref: hd95(p, r, spacing), args.repeats)
+            t_ours, v_ours = best_time(lambda p=pred, r=ref, s=spacing: hd95(p, r, s), args.repeats)
             t_edt, v_edt = best_time(
-                lambda p=pred, r=ref: hd95(p, r, spacing, method="edt"), args.repeats
+                lambda p=pred, r=ref, s=spacing: hd95(p, r, s, method="edt"), args.repeats
             )
             ours.append(t_ours)
             edt.append(t_edt)
@@ -125,7 +125,7 @@ def main() -> None:
             if kind == "one-empty":
                 continue
             t_med, v_med = best_time(
-                lambda p=pred, r=ref: medpy_hd95(p, r, voxelspacing=spacing), args.repeats
+                lambda p=pred, r=ref, s=spacing: medpy_hd95(p, r, voxelspacing=s), args.repeats
             )
             theirs.append(t_med)
             diffs.append(max(abs(v_ours - v_med), abs(v_edt - v_med)))
