@@ -1,0 +1,247 @@
+"""Train/validation/test splits: seeded, grouped by patient, stratified by grade.
+
+Split files (:meth:`Split.from_file`) come in three forms:
+
+* JSON: ``{"train": [ids], "val": [ids], "test": [ids]}`` (what :meth:`Split.to_json` writes);
+* one text file with section headers, one case id per line; blank lines and ``#`` comments are
+  ignored::
+
+      [train]
+      Brats18_2013_2_1
+      [val]
+      Brats18_CBICA_AAB_1
+      [test]
+      Brats18_TCIA01_131_1
+
+* a folder holding ``train.txt``, ``val.txt`` and ``test.txt`` (one case id per line each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmbench.datasets.base import Case, DatasetSpec
+from mmbench.datasets.registry import get_dataset
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """Case ids of the three parts of one split (each list sorted)."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the split as JSON atomically (temp file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.as_dict(), f, indent=1)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Split:
+        missing = [k for k in SPLIT_NAMES if k not in data]
+        if missing:
+            raise ValueError(f"a split needs keys {list(SPLIT_NAMES)}; missing {missing}")
+        parts = {}
+        for k in SPLIT_NAMES:
+            ids = data[k]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError(f"split part {k!r} must be a list of case id strings")
+            parts[k] = list(ids)
+        return cls(**parts)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Split:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Split:
+        """Read a split in any of the forms in the module docstring."""
+        path = Path(path)
+        if path.is_dir():
+            files = {k: path / f"{k}.txt" for k in SPLIT_NAMES}
+            missing = [str(p) for p in files.values() if not p.is_file()]
+            if missing:
+                raise ValueError(f"split folder {path} lacks {', '.join(missing)}")
+            return cls(**{k: _read_ids(p.read_text().splitlines()) for k, p in files.items()})
+        text = path.read_text()
+        if text.lstrip().startswith("{"):
+            return cls.from_dict(json.loads(text))
+        return cls._from_sections(text, path)
+
+    @classmethod
+    def _from_sections(cls, text: str, path: Path) -> Split:
+        parts: dict[str, list[str]] = {}
+        current: str | None = None
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                current = line[1:-1].strip().lower()
+                if current not in SPLIT_NAMES:
+                    raise ValueError(f"{path}:{n}: unknown section [{current}]")
+                parts.setdefault(current, [])
+            elif current is None:
+                raise ValueError(
+                    f"{path}:{n}: case id before any [train]/[val]/[test] header; a text split "
+                    "file needs the three section headers (or use JSON or a folder of three files)"
+                )
+            else:
+                parts[current].append(line)
+        return cls.from_dict(parts)
+
+    def check(self, known_ids: Iterable[str]) -> None:
+        """Raise ``ValueError`` if a part names an unknown case or a case sits in two parts."""
+        known = set(known_ids)
+        unknown = sorted({i for k in SPLIT_NAMES for i in getattr(self, k)} - known)
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise ValueError(f"split names {len(unknown)} case id(s) not in the dataset: {shown}")
+        seen: dict[str, str] = {}
+        for k in SPLIT_NAMES:
+            for i in getattr(self, k):
+                if i in seen:
+                    raise ValueError(f"case {i!r} is in both {seen[i]} and {k}")
+                seen[i] = k
+
+    def __len__(self) -> int:
+        return len(self.train) + len(self.val) + len(self.test)
+
+
+def _read_ids(lines: Iterable[str]) -> list[str]:
+    return [s for s in (line.split("#", 1)[0].strip() for line in lines) if s]
+
+
+def _stratified_order(
+    groups: Sequence[str], strata: dict[str, str], rng: np.random.Generator
+) -> list[str]:
+    # Systematic sampling: shuffle each stratum, give its i-th of n groups the position
+    # (i + u) / n, then sort all groups by position. Every contiguous run of the result (and every
+    # round-robin fold) then holds each stratum in proportion.
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for g in groups:
+        by_stratum[strata[g]].append(g)
+    keyed: list[tuple[float, float, str]] = []
+    for stratum in sorted(by_stratum):
+        members = list(by_stratum[stratum])
+        rng.shuffle(members)
+        offset = rng.random()
+        for i, g in enumerate(members):
+            keyed.append(((i + offset) / len(members), rng.random(), g))
+    keyed.sort()
+    return [g for _, _, g in keyed]
+
+
+def _counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
+    """Group counts (train, val, test) summing to ``n``; val and test ≥ 1 when ``n`` ≥ 3."""
+    total = float(sum(fractions))
+    f_train, f_val, f_test = (f / total for f in fractions)
+    n_test = int(round(f_test * n))
+    n_val = int(round(f_val * n))
+    if n >= 3:
+        n_test = max(n_test, 1) if f_test > 0 else 0
+        n_val = max(n_val, 1) if f_val > 0 else 0
+        while n - n_test - n_val < 1:
+            if n_val >= n_test and n_val > 1:
+                n_val -= 1
+            else:
+                n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def make_split(
+    cases: Sequence[Case],
+    spec: DatasetSpec | str,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    k_folds: int | None = None,
+    fold: int = 0,
+) -> Split:
+    """Split ``cases`` into train/val/test, reproducibly from ``seed``.
+
+    Whole groups (``spec.group_key``: patients in BraTS 2024) go to one part, so no patient is in
+    two parts; fractions count groups. With ``spec.stratify_key == "grade"`` each part holds the
+    grades in proportion (unknown grade is its own stratum). The result does not depend on the
+    order of ``cases``. With three or more groups every part is non-empty.
+
+    Args:
+        fractions: (train, val, test) shares; normalised to sum 1.
+        k_folds: if given, the test part is fold ``fold`` of ``k_folds`` group-level folds and
+            val is carved from the remaining groups with share ``val / (train + val)``.
+    """
+    spec = get_dataset(spec)
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative shares, got {tuple(fractions)}")
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids are not unique")
+    members: dict[str, list[str]] = defaultdict(list)
+    strata: dict[str, str] = {}
+    for case in sorted(cases, key=lambda c: c.id):
+        members[case.group].append(case.id)
+        if spec.stratify_key == "grade":
+            strata.setdefault(case.group, case.grade or "unknown")
+        else:
+            strata.setdefault(case.group, "all")
+    groups = sorted(members)
+    rng = np.random.default_rng(seed)
+    order = _stratified_order(groups, strata, rng)
+
+    if k_folds is None:
+        n_train, n_val, n_test = _counts(len(order), fractions)
+        test_g = order[:n_test]
+        val_g = order[n_test : n_test + n_val]
+        train_g = order[n_test + n_val :]
+    else:
+        if k_folds < 2 or not 0 <= fold < k_folds:
+            raise ValueError(f"need k_folds >= 2 and 0 <= fold < k_folds, got {k_folds}, {fold}")
+        if len(order) < k_folds + 1:
+            raise ValueError(f"{len(order)} groups are too few for {k_folds} folds plus a val part")
+        test_g = order[fold::k_folds]
+        rest = [g for i, g in enumerate(order) if i % k_folds != fold]
+        _, n_val, _ = _counts(len(rest), (fractions[0], fractions[1], 0.0))
+        if fractions[1] > 0:
+            n_val = max(n_val, 1)
+        # `rest` keeps the stratified order, so a contiguous slice is stratified too; the offset
+        # makes each fold's val differ.
+        start = (fold * n_val) % len(rest)
+        idx = [(start + i) % len(rest) for i in range(n_val)]
+        val_g = [rest[i] for i in idx]
+        train_g = [g for g in rest if g not in set(val_g)]
+
+    def expand(gs: Iterable[str]) -> list[str]:
+        return sorted(i for g in gs for i in members[g])
+
+    return Split(train=expand(train_g), val=expand(val_g), test=expand(test_g))
+
+
+def load_split(path: str | Path, cases: Sequence[Case]) -> Split:
+    """Read a user split file and check it names only known case ids."""
+    split = Split.from_file(path)
+    split.check(c.id for c in cases)
+    return split
