@@ -178,6 +178,8 @@ def _template() -> dict[str, np.ndarray]:
         "wm": wm.astype(np.float32),
         "origin": origin,
         "centre": centre,
+        "bbox_lo": idx.min(0),
+        "bbox_hi": idx.max(0),
         "dist2": dist2,
         "wm2": wm[::2, ::2, ::2].copy(),
     }
@@ -195,9 +197,22 @@ def _prefiltered_anatomy(spacing: tuple[float, float, float]) -> tuple[np.ndarra
 
 
 def _sample(vol: np.ndarray, vox: np.ndarray) -> np.ndarray:
-    """Trilinear samples of ``vol`` at voxel coordinates ``vox`` ``(3, ...)``, flat, in [0, 1]."""
+    """Trilinear samples of ``vol`` at voxel coords ``vox`` ``(3, N)`` -> ``(N,)`` in [0, 1]."""
     out = ndimage.map_coordinates(vol, vox, order=1, mode="constant", cval=0.0, output=np.float32)
     return np.clip(out.ravel(), 0.0, 1.0)
+
+
+def _linear_weights(pos: np.ndarray, n: int) -> np.ndarray:
+    """Matrix ``(len(pos), n)`` of linear-interpolation weights at fractional indices ``pos``
+    (clamped to the ends)."""
+    pos = np.clip(pos, 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(pos).astype(int), n - 2)
+    f = pos - i0
+    w = np.zeros((len(pos), n), np.float32)
+    rows = np.arange(len(pos))
+    w[rows, i0] = 1.0 - f
+    w[rows, i0 + 1] = f
+    return w
 
 
 # --------------------------------------------------------------------------- random fields
@@ -354,14 +369,21 @@ class PhantomGenerator:
         points_t = self._template_coordinates(index, affine)  # (3, N) template mm
 
         # Anatomy: one interpolation per map with the combined coordinate map.
-        vox = (points_t - tpl["origin"][:, None].astype(np.float32)).reshape(3, *shape)
+        vox = points_t - tpl["origin"][:, None].astype(np.float32)
+        # Only voxels that land near the template brain need sampling (a third of a BraTS grid).
+        near = np.ones(vox.shape[1], bool)
+        for a in range(3):
+            near &= (vox[a] >= tpl["bbox_lo"][a] - 2) & (vox[a] <= tpl["bbox_hi"][a] + 2)
+        sel = np.flatnonzero(near)
+        vox = vox[:, sel]
         mask_f, gm_f, wm_f = _prefiltered_anatomy(self.spacing)
-        brain = _sample(mask_f, vox)
-        gm = np.minimum(_sample(gm_f, vox), brain)
-        wm = np.minimum(_sample(wm_f, vox), brain - gm)
+        brain, gm, wm = (np.zeros(points_t.shape[1], np.float32) for _ in range(3))
+        brain[sel] = _sample(mask_f, vox)
+        gm[sel] = np.minimum(_sample(gm_f, vox), brain[sel])
+        wm[sel] = np.minimum(_sample(wm_f, vox), brain[sel] - gm[sel])
         csf = np.clip(brain - gm - wm, 0.0, 1.0)
         inside = brain >= 0.5
-        del vox
+        del vox, near, sel
 
         label = self._paint(index, points_t, wm, csf, inside)
         del points_t
@@ -393,16 +415,16 @@ class PhantomGenerator:
         disp = np.stack([ndimage.gaussian_filter(rng.standard_normal(lattice), 1.5) for _ in "xyz"])
         disp *= 3.0 / disp.std()  # about 3 mm rms
 
-        axes = [np.arange(n, dtype=np.float32) for n in shape]
-        world = [affine[a, a] * axes[a] + affine[a, 3] for a in range(3)]
+        world = [affine[a, a] * np.arange(n) + affine[a, 3] for a, n in enumerate(shape)]
         lo = centre - np.array(BRATS_FOV_MM) / 2.0
-        lat = [((world[a] - lo[a]) / 10.0).astype(np.float32) for a in range(3)]
-        grid = np.stack(np.meshgrid(*lat, indexing="ij"))
+        # Trilinear interpolation of the lattice, done separably (the grids are axis-aligned).
+        wx, wy, wz = (_linear_weights((world[a] - lo[a]) / 10.0, lattice[a]) for a in range(3))
         y = np.empty((3, *shape), np.float32)
         for a in range(3):
-            u = ndimage.map_coordinates(disp[a], grid, order=1, mode="nearest", output=np.float32)
+            t = np.einsum("ia,abc->ibc", wx, disp[a])
+            t = np.einsum("jb,ibc->ijc", wy, t)
+            u = (t.reshape(-1, lattice[2]) @ wz.T).reshape(shape)
             y[a] = u + world[a].reshape([-1 if b == a else 1 for b in range(3)])
-        del grid
         y = y.reshape(3, -1)
         y -= (centre + shift).astype(np.float32)[:, None]
         m = (rot.T / scale[:, None]).astype(np.float32)  # inverse of rot @ diag(scale)
@@ -524,6 +546,7 @@ class PhantomGenerator:
         noise_rng = self._rng(index, _S_VOXEL_NOISE)
         lab_tissue = np.array([_BG, _NETC, _OED, _ET, _CAV], np.intp)[label]
         tumour = label > 0
+        brain_idx = np.flatnonzero(inside)
         # Per-case bias field: exp of a random quadratic in normalised coordinates (about +-15%).
         u = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
         ux, uy, uz = u[0][:, None, None], u[1][None, :, None], u[2][None, None, :]
@@ -540,13 +563,15 @@ class PhantomGenerator:
             bias = lin + quad + cross
             img *= np.exp(bias.astype(np.float32))
             scale = np.float32(_GLOBAL_INTENSITY * np.exp(rng.uniform(-0.3, 0.3)))
-            n_re = noise_rng.standard_normal(img.shape, dtype=np.float32)
-            n_re *= np.float32(_NOISE_SIGMA)
-            n_re += img
-            n_im = noise_rng.standard_normal(img.shape, dtype=np.float32)
-            n_im *= np.float32(_NOISE_SIGMA)
-            img = np.sqrt(n_re * n_re + n_im * n_im)
-            img *= scale
-            img.reshape(-1)[~inside] = 0.0
-            images[m] = img
+            # Rician noise: magnitude of the signal plus complex Gaussian noise (brain only; the
+            # background is set to 0 as in skull-stripped data).
+            signal = img.reshape(-1)[brain_idx]
+            re = noise_rng.standard_normal(signal.shape, dtype=np.float32)
+            re *= np.float32(_NOISE_SIGMA)
+            re += signal
+            im = noise_rng.standard_normal(signal.shape, dtype=np.float32)
+            im *= np.float32(_NOISE_SIGMA)
+            img = np.zeros(img.size, np.float32)
+            img[brain_idx] = np.sqrt(re * re + im * im) * scale
+            images[m] = img.reshape(shape)
         return images
