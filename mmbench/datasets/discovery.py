@@ -97,7 +97,8 @@ def discover(spec: DatasetSpec | str, root: str | Path) -> tuple[list[Case], lis
     found: dict[tuple[Path, str], dict[str, Path]] = defaultdict(dict)
     case_dirs: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
+        # Hidden folders hold temporary or VCS files (e.g. a phantom writer's ".tmp-*" folders).
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
         if spec.matches_case(folder.name):
             case_dirs.add(folder)

@@ -30,18 +30,17 @@ SPEC = DatasetSpec(
 
 def prepare_synthetic(
     cases: int,
-    shape: tuple[int, int, int],
-    mode: str,
-    seed: int,
+    shape: tuple[int, int, int] = (64, 64, 64),
+    mode: str = "glioma",
+    seed: int = 0,
     cache_root: str | Path | None = None,
     n_jobs: int = -1,
 ) -> Path:
     """Generate (or reuse) the phantom cases and return the folder to pass as ``data_root``.
 
-    Thin wrapper over :func:`mmbench.datasets.synthetic_cache.ensure_synthetic`, imported lazily so
-    that reading real data never needs the generator's dependencies.
+    Thin wrapper over :func:`mmbench.datasets.synthetic_cache.ensure_synthetic` (``cache_root=None``
+    uses its default cache), imported lazily so that reading real data never needs the generator.
     """
-    from mmbench.datasets.synthetic_cache import default_cache_root, ensure_synthetic
+    from mmbench.datasets.synthetic_cache import ensure_synthetic
 
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
-    return ensure_synthetic(root, cases, tuple(shape), mode, seed, n_jobs=n_jobs)
+    return ensure_synthetic(cache_root, cases, tuple(shape), mode, seed, n_jobs=n_jobs)
