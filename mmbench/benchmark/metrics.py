@@ -5,7 +5,7 @@ non-boolean arrays are accepted and converted with ``!= 0``), on the case's nati
 return a Python ``float``. Distances are in the unit of ``spacing`` (mm for NIfTI headers).
 
 Overlap metrics are exact (no smoothing epsilon); the undefined cases that empty masks create
-are resolved by the *empty-mask policy* (see ``docs`` and ``/shared/specs/metrics.md``).
+are resolved by the *empty-mask policy* (``/shared/specs/metrics.md``).
 ``P`` is the prediction, ``G`` the reference, ``D`` = ``max_distance`` (373.1287 mm by default,
 the diagonal of a 240×240×155 mm volume):
 
@@ -36,6 +36,10 @@ HD95 modes:
   (zero border) after a foreground crop, then takes exact nearest-edge distances (KD-tree on CPU)
   cast to float32 and ``torch.quantile`` (linear interpolation), so the surfaces and the
   percentile definition are the same as here.
+
+Speed: surfaces and distances are computed on the bounding box of P ∪ G only (exact, see
+:func:`surface_distances`), with distance transforms or, for surfaces that are small against
+the box (scattered metastases), a KD-tree; ``docs/performance.md`` has the figures.
 """
 
 from __future__ import annotations
@@ -157,8 +161,9 @@ def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float,
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
-        return (float(spacing),) * ndim  # type: ignore[arg-type]
-    out = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+        out = (float(spacing),) * ndim  # type: ignore[arg-type]
+    else:
+        out = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
     if len(out) != ndim:
         raise ValueError(f"spacing has {len(out)} entries for a {ndim}-D mask")
     if not all(s > 0 and math.isfinite(s) for s in out):
