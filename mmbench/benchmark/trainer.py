@@ -1,0 +1,452 @@
+"""The one training loop every strategy runs in.
+
+The loop owns the device, precision (bf16/fp16 autocast on CUDA), optimiser steps, gradient
+clipping, the poly learning-rate schedule, the per-step modality subset, validation-based
+checkpoint selection (on the **val** split only), atomic checkpoints, exact resume, the CSV
+training log and progress bars. Strategies only compute losses (:meth:`Strategy.training_step`).
+
+Exact resume: every random choice of step ``t`` (cases in the batch, crop and flips, the subset,
+and torch's global generator used by dropout or sampling inside a strategy) is seeded from
+``(seed, t)``. A run resumed from the checkpoint of step ``t`` therefore replays steps ``t+1…``
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mmbench.benchmark.io import atomic_torch_save, read_csv_rows, write_csv_rows_atomic
+from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, Subset, as_subset, zero_absent
+from mmbench.methods.base import Stage, StepContext, Strategy, validate_losses
+
+CHECKPOINT_LAST = "last.pt"
+CHECKPOINT_BEST = "best.pt"
+
+
+def interruption_point(where: str, index: int) -> None:
+    """Test hook: ``MMBENCH_KILL_AT=train:5`` or ``eval:1`` kills the process at that point.
+
+    ``os._exit`` skips every cleanup handler, as a SIGKILL would; it lets the resume tests
+    interrupt a run at an exact place instead of racing a timer.
+    """
+    target = os.environ.get("MMBENCH_KILL_AT")
+    if target and target == f"{where}:{index}":
+        os._exit(137)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """CUDA when present (or when asked), else CPU."""
+    if requested and requested != "auto":
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` (``auto``: bf16 on CUDA when supported, else off)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp in ("bf16", "auto"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    raise ValueError(f"train.amp must be auto, bf16, fp16 or off, got {amp!r}")
+
+
+def poly_factor(step: int, total: int, power: float) -> float:
+    """Poly decay ``(1 - step/total) ** power``, the factor applied to each base lr."""
+    return max(0.0, 1.0 - step / max(1, total)) ** power
+
+
+class SubsetSampler:
+    """Draws the training subset of a step: uniform over the 15, or weighted by name."""
+
+    def __init__(self, weights: str | dict[str, float] | None = "uniform") -> None:
+        self.subsets: list[Subset] = list(ALL_SUBSETS)
+        if weights in (None, "uniform"):
+            p = np.ones(len(self.subsets))
+        elif isinstance(weights, dict):
+            by_name = {as_subset(k).name: float(v) for k, v in weights.items()}
+            p = np.array([by_name.get(s.name, 0.0) for s in self.subsets])
+        else:
+            raise ValueError(
+                f"train.subset_weights must be 'uniform' or a mapping, got {weights!r}"
+            )
+        if p.sum() <= 0 or (p < 0).any():
+            raise ValueError("train.subset_weights must be non-negative with a positive sum")
+        self.p = p / p.sum()
+
+    def draw(self, rng: np.random.Generator) -> Subset:
+        return self.subsets[int(rng.choice(len(self.subsets), p=self.p))]
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, step, 0x6D6D62])
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@dataclass
+class TrainerState:
+    step: int = 0  # gradient steps completed over the whole run
+    stage_index: int = 0
+    stage_step: int = 0  # steps completed in the current stage
+    fitted: list[str] = field(default_factory=list)  # fit stages done
+    best_score: float = -math.inf
+    best_step: int = -1
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+BatchSource = Callable[[np.random.Generator, int], dict[str, torch.Tensor]]
+"""``(rng, batch_size) → {"image": N×4×…, "regions": N×3×…, "compartments": N×3×…}``, full
+modalities; the loop applies the subset."""
+
+Validator = Callable[[Strategy], float]
+"""Scores the strategy on the val split (higher is better)."""
+
+
+class Trainer:
+    """Runs a strategy's stages with one shared loop.
+
+    Args:
+        strategy: the model to train (moved to ``device``).
+        train_config: the preset's ``train`` section.
+        run_dir: where ``checkpoints/`` and ``train_log.csv`` go.
+        batches: draws a training batch (see :data:`BatchSource`).
+        fit_batches: yields full-modality training batches for ``fit`` stages.
+        validator: scores the model on the val split; ``None`` disables selection.
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        train_config: dict[str, Any],
+        run_dir: Path,
+        batches: BatchSource,
+        fit_batches: Callable[[], Any] | None = None,
+        validator: Validator | None = None,
+        seed: int = 0,
+        device: torch.device | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.strategy = strategy
+        self.cfg = train_config
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.log_path = self.run_dir / "train_log.csv"
+        self.batches = batches
+        self.fit_batches = fit_batches
+        self.validator = validator
+        self.seed = int(seed)
+        self.device = device or pick_device()
+        self.progress = progress
+        self.log = log
+        self.total_steps = int(train_config["steps"])
+        self.sampler = SubsetSampler(train_config.get("subset_weights", "uniform"))
+        self.amp_dtype = autocast_dtype(str(train_config.get("amp", "auto")), self.device)
+        self.stages: list[Stage] = strategy.stages()
+        self._check_stages()
+        self.stage_steps = self._split_steps()
+        strategy.to(self.device)
+        self.optimizers = strategy.configure_optimizers(
+            lr=float(train_config["lr"]), weight_decay=float(train_config["weight_decay"])
+        )
+        self.base_lrs = {
+            name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()
+        }
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+        self.state = TrainerState()
+        self._log_fields: list[str] | None = None
+
+    # ------------------------------------------------------------------------------ set-up
+    def _check_stages(self) -> None:
+        names = set()
+        for stage in self.stages:
+            if stage.name in names:
+                raise ValueError(f"{self.strategy.name}: duplicate stage name {stage.name!r}")
+            names.add(stage.name)
+        if not any(s.kind == "gradient" for s in self.stages):
+            raise ValueError(f"{self.strategy.name}: no gradient stage")
+
+    def _split_steps(self) -> list[int]:
+        grad = [s for s in self.stages if s.kind == "gradient"]
+        total_frac = sum(s.fraction for s in grad)
+        counts, assigned = [], 0
+        grad_seen = 0
+        for stage in self.stages:
+            if stage.kind != "gradient":
+                counts.append(0)
+                continue
+            grad_seen += 1
+            if grad_seen == len(grad):
+                n = self.total_steps - assigned
+            else:
+                n = int(round(self.total_steps * stage.fraction / total_frac))
+            counts.append(max(0, n))
+            assigned += counts[-1]
+        return counts
+
+    # ------------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> dict[str, Any]:
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.strategy.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "scaler": self.scaler.state_dict(),
+            "state": self.state.as_dict(),
+            "rng": rng,
+            "method": self.strategy.name,
+        }
+
+    def save(self, name: str = CHECKPOINT_LAST) -> Path:
+        return atomic_torch_save(self._checkpoint(), self.ckpt_dir / name)
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` if present; returns whether a checkpoint was found."""
+        path = self.ckpt_dir / CHECKPOINT_LAST
+        if not path.exists():
+            return False
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        self.strategy.load_state_dict(ckpt["model"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainerState(**ckpt["state"])
+        rng = ckpt["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._truncate_log(self.state.step)
+        self.log(f"resumed {self.strategy.name} at step {self.state.step}/{self.total_steps}")
+        return True
+
+    def load_best(self) -> None:
+        """Load the weights selected on the val split, if any were selected."""
+        path = self.ckpt_dir / CHECKPOINT_BEST
+        if path.exists():
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            self.strategy.load_state_dict(ckpt["model"])
+
+    # --------------------------------------------------------------------------- logging
+    def _truncate_log(self, step: int) -> None:
+        # Rows past the checkpoint were written by the interrupted run and will be replayed.
+        if not self.log_path.exists():
+            return
+        rows = [r for r in read_csv_rows(self.log_path) if int(r["step"]) <= step]
+        if rows:
+            write_csv_rows_atomic(self.log_path, rows, list(rows[0].keys()))
+        else:
+            self.log_path.unlink()
+
+    def _write_log(self, row: dict[str, Any]) -> None:
+        new_file = not self.log_path.exists()
+        if new_file:
+            self._log_fields = list(row.keys())
+        elif self._log_fields is None:
+            with self.log_path.open() as f:
+                self._log_fields = next(csv.reader(f))
+        fields = self._log_fields
+        for key in row:
+            if key not in fields:  # a loss first seen in a later stage
+                rows = read_csv_rows(self.log_path) if not new_file else []
+                fields.append(key)
+                write_csv_rows_atomic(self.log_path, rows, fields)
+                new_file = False
+        with self.log_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # ------------------------------------------------------------------------------- loop
+    def _make_batch(self, rng: np.random.Generator, subset: Subset) -> dict[str, Any]:
+        raw = self.batches(rng, int(self.cfg["batch_size"]))
+        full = raw["image"].to(self.device, non_blocking=True)
+        return {
+            "image": zero_absent(full, subset),
+            "image_full": full,
+            "regions": raw["regions"].to(self.device, non_blocking=True),
+            "compartments": raw["compartments"].to(self.device, non_blocking=True),
+            "available": subset.available,
+            "subset": subset,
+        }
+
+    def _optimizer_step(self, stage: Stage, losses: dict[str, torch.Tensor], step: int) -> None:
+        factor = poly_factor(step, self.total_steps, float(self.cfg.get("poly_power", 0.9)))
+        active = [n for n in stage.optimizers if n in losses]
+        for name in active:
+            opt = self.optimizers[name]
+            for group, base in zip(opt.param_groups, self.base_lrs[name]):
+                group["lr"] = base * factor
+            opt.zero_grad(set_to_none=True)
+        # Back-propagate every loss into its own optimiser's parameters before any step, so a
+        # generator loss through a discriminator neither updates nor reads stale weights.
+        for i, name in enumerate(active):
+            params = [
+                p
+                for g in self.optimizers[name].param_groups
+                for p in g["params"]
+                if p.requires_grad
+            ]
+            retain = i < len(active) - 1
+            self.scaler.scale(losses[name]).backward(inputs=params, retain_graph=retain)
+        clip = self.cfg.get("grad_clip")
+        for name in active:
+            opt = self.optimizers[name]
+            if clip:
+                self.scaler.unscale_(opt)
+                params = [p for g in opt.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, float(clip))
+            self.scaler.step(opt)
+        self.scaler.update()
+
+    def _validate(self, stage: Stage) -> None:
+        if self.validator is None or not stage.select_on_val:
+            return
+        self.strategy.eval()
+        score = float(self.validator(self.strategy))
+        self.strategy.train()
+        improved = score > self.state.best_score
+        if improved:
+            self.state.best_score, self.state.best_step = score, self.state.step
+        self.log(
+            f"{self.strategy.name} step {self.state.step}: val score {score:.4f}"
+            + (" (best)" if improved else f" (best {self.state.best_score:.4f})")
+        )
+        if improved:
+            self.save(CHECKPOINT_BEST)
+
+    def fit(self) -> TrainerState:
+        """Run (or finish) every stage; returns the final state. Resumes from ``last.pt``."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(self.seed, bool(self.cfg.get("deterministic", True)))
+        self.resume()
+        val_every = int(self.cfg.get("val_every") or 0)
+        log_every = int(self.cfg.get("log_every") or 1)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            disable=not self.progress,
+            desc=f"train {self.strategy.name}",
+            leave=False,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.state.stage_index < len(self.stages):
+                stage = self.stages[self.state.stage_index]
+                n_steps = self.stage_steps[self.state.stage_index]
+                if stage.kind == "fit":
+                    if stage.name not in self.state.fitted:
+                        self._run_fit(stage)
+                    self._next_stage()
+                    continue
+                self.strategy.train()
+                while self.state.stage_step < n_steps:
+                    self._train_step(stage, n_steps, log_every)
+                    bar.update(1)
+                    interruption_point("train", self.state.step)
+                    end_of_stage = self.state.stage_step == n_steps
+                    if (val_every and self.state.stage_step % val_every == 0) or end_of_stage:
+                        self._validate(stage)
+                        self.save()
+                self._next_stage()
+        finally:
+            bar.close()
+        return self.state
+
+    def _next_stage(self) -> None:
+        self.state.stage_index += 1
+        self.state.stage_step = 0
+        self.save()
+
+    def _run_fit(self, stage: Stage) -> None:
+        if self.fit_batches is None:
+            raise RuntimeError(f"{self.strategy.name} has a fit stage but no fit data was given")
+        ctx = StepContext(self.state.step, self.total_steps, stage.name, 0, 0, FULL)
+        self.strategy.eval()
+        with torch.no_grad():
+            self.strategy.fit(self.fit_batches(), ctx)
+        self.strategy.train()
+        self.state.fitted.append(stage.name)
+        self.log(f"{self.strategy.name}: fitted stage {stage.name!r}")
+
+    def _train_step(self, stage: Stage, n_steps: int, log_every: int) -> None:
+        step = self.state.step + 1
+        rng = step_rng(self.seed, step)
+        torch.manual_seed(int(rng.integers(2**62)))
+        subset = FULL if self.strategy.train_subsets == "full" else self.sampler.draw(rng)
+        batch = self._make_batch(rng, subset)
+        ctx = StepContext(
+            step, self.total_steps, stage.name, self.state.stage_step + 1, n_steps, subset
+        )
+        t0 = time.perf_counter()
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            losses = self.strategy.training_step(batch, ctx)
+        validate_losses(losses, stage.optimizers)
+        grads = {k: v for k, v in losses.items() if not k.startswith("log/")}
+        for name, value in grads.items():
+            if not torch.isfinite(value.detach()).all():
+                raise FloatingPointError(
+                    f"{self.strategy.name}: loss {name!r} is {value.item()} at step {step} "
+                    f"(stage {stage.name}, subset {subset.name})"
+                )
+        self._optimizer_step(stage, grads, step)
+        self.state.step = step
+        self.state.stage_step += 1
+        if step % log_every == 0 or self.state.stage_step == n_steps:
+            row: dict[str, Any] = {
+                "step": step,
+                "stage": stage.name,
+                "subset": subset.name,
+                "lr": self.optimizers[stage.optimizers[0]].param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 4),
+            }
+            for key, value in losses.items():
+                row[key.removeprefix("log/")] = float(
+                    value.detach() if torch.is_tensor(value) else value
+                )
+            self._write_log(row)
+
+
+def collate(samples: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Stack per-sample tensors (C×D×H×W) into N×C×D×H×W, key by key."""
+    return {k: torch.stack([torch.as_tensor(np.asarray(s[k])) for s in samples]) for k in keys}

@@ -1,0 +1,283 @@
+"""``mmbench`` command line: a thin front over the library (run, list, report, data, evaluate).
+
+Every sub-command parses its arguments and calls one library function; anything it does can be
+done from Python. Errors a user can fix (unknown method or dataset, missing data root, bad
+``--set`` key) print one line naming what is valid and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers, got {text!r}") from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.runner import run_benchmark, summary_table
+
+    summaries = run_benchmark(
+        args.methods,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        preset=args.preset,
+        seeds=args.seeds,
+        out=args.out,
+        overrides=args.set,
+        progress=not args.no_progress,
+    )
+    print()
+    print(summary_table(summaries))
+    print(f"results in {Path(args.out).resolve()}; next: mmbench report --runs {args.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mmbench.datasets import get_dataset, list_datasets
+    from mmbench.methods import create, list_methods, method_info
+
+    methods = []
+    for name in list_methods():
+        info = method_info(name)
+        params = create(name, preset=args.preset).parameter_count()
+        methods.append(
+            {
+                "name": name,
+                "family": info.family,
+                "paper": info.paper,
+                "params": params,
+                "tags": list(info.tags),
+                "summary": info.summary,
+            }
+        )
+    datasets = [{"name": n, "description": get_dataset(n).description} for n in list_datasets()]
+    if args.json:
+        print(
+            json.dumps({"methods": methods, "datasets": datasets, "preset": args.preset}, indent=2)
+        )
+        return 0
+    print(f"Methods (parameters used at inference, preset {args.preset}):")
+    for m in methods:
+        print(f"  {m['name']:<16} {m['family']:<24} {m['params']:>11,d}  {m['paper']}")
+    print("Datasets:")
+    for d in datasets:
+        print(f"  {d['name']:<16} {d['description']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mmbench.reporting import build_report
+
+    summary = build_report(
+        args.runs,
+        out_dir=args.out,
+        metrics=tuple(args.metrics.split(",")),
+        compare_reference=args.compare == "reference",
+        baseline=args.baseline,
+        with_std=args.std,
+        formats=tuple(args.formats.split(",")),
+        include_incomplete=args.include_incomplete,
+        plots_enabled=not args.no_plots,
+        html=not args.no_html,
+    )
+    print(summary)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.metrics import MetricPolicy
+    from mmbench.reporting import evaluate_predictions
+
+    policy = MetricPolicy(
+        empty=args.empty_policy, hd95_mode=args.hd95_mode, max_distance=args.max_distance
+    )
+    df = evaluate_predictions(
+        args.pred_dir,
+        args.dataset,
+        data_root=args.data_root,
+        policy=policy,
+        out=args.out,
+        method=args.method,
+        label_convention=args.label_convention,
+    )
+    d = df[df["metric"] == "dice"].groupby("region")["value"].mean()
+    print(
+        f"scored {df['case'].nunique()} cases × {df['subset'].nunique()} subsets; "
+        + ", ".join(f"{r} Dice {v:.3f}" for r, v in d.items())
+    )
+    if args.out:
+        print(f"rows written under {args.out}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from mmbench.datasets import check_dataset, format_check_report
+
+    report = check_dataset(args.dataset, args.data_root, strict=False)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_check_report(report))
+    ok = bool(report["valid"]) and not (args.strict and report["invalid"])
+    return 0 if ok else 1
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from mmbench.datasets.synthetic_cache import write_phantoms
+
+    out = write_phantoms(
+        args.out,
+        args.cases,
+        tuple(args.shape),
+        args.mode,
+        args.seed,
+        n_jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {args.cases} phantom cases to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmbench.benchmark.config import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="mmbench",
+        description="Brain-tumour segmentation benchmarks with missing MRI modalities.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate methods on all 15 modality subsets")
+    run.add_argument("--methods", default="all", help="'all' or NAME[,NAME...] (see mmbench list)")
+    run.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="brats2018, brats2024, pretreat-mets or synthetic (default)",
+    )
+    run.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="dataset folder, or a folder with one sub-folder per dataset "
+        "(default: $MMBENCH_DATA/<dataset>)",
+    )
+    run.add_argument(
+        "--preset", default="quick", help=f"{', '.join(PRESETS)} or a YAML file (default: quick)"
+    )
+    run.add_argument("--seeds", type=_seeds, default=None, help="e.g. 0,1,2 (default: preset's)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset key, e.g. train.steps=200 (repeatable)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="registered methods and datasets")
+    lst.add_argument("--json", action="store_true", help="one JSON object")
+    lst.add_argument("--preset", default="quick", help="preset whose widths set the counts")
+    lst.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="tables, statistics, plots and HTML from run folders")
+    rep.add_argument(
+        "--runs",
+        nargs="+",
+        default=["results"],
+        help="run folders or folders searched for them (default: results)",
+    )
+    rep.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    rep.add_argument(
+        "--metrics", default="dice,hd95", help="comma list: dice,hd95,iou,sensitivity,specificity"
+    )
+    rep.add_argument(
+        "--compare", choices=["reference"], default=None, help="set published numbers beside ours"
+    )
+    rep.add_argument(
+        "--baseline", default=None, help="method the others are tested against (default: the best)"
+    )
+    rep.add_argument("--std", action="store_true", help="mean ± std in tables")
+    rep.add_argument("--formats", default="md,tex,csv", help="comma list of md, tex, csv")
+    rep.add_argument(
+        "--include-incomplete", action="store_true", help="also use runs that have not finished"
+    )
+    rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--no-html", action="store_true")
+    rep.set_defaults(func=cmd_report)
+
+    ev = sub.add_parser("evaluate", help="score predictions made outside mmbench")
+    ev.add_argument(
+        "--pred-dir",
+        type=Path,
+        required=True,
+        help="folder of <case>__<subset code>.nii.gz label maps (docs/reports.md)",
+    )
+    ev.add_argument("--dataset", required=True)
+    ev.add_argument("--data-root", type=Path, default=None)
+    ev.add_argument("--method", default=None, help="method name for the rows (default: folder)")
+    ev.add_argument("--out", type=Path, default=None, help="write a run folder here")
+    ev.add_argument(
+        "--label-convention",
+        default="brats2024",
+        help="label values of the predictions: brats2024 (3 = ET) or brats2018 (4)",
+    )
+    ev.add_argument(
+        "--empty-policy", default="penalty", choices=["penalty", "zero", "asymmetric", "nan"]
+    )
+    ev.add_argument("--hd95-mode", default="pooled", choices=["pooled", "directed-max"])
+    ev.add_argument("--max-distance", type=float, default=373.1287)
+    ev.set_defaults(func=cmd_evaluate)
+
+    data = sub.add_parser("data", help="dataset tools")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    chk = dsub.add_parser("check", help="discovery and validation report")
+    chk.add_argument("--dataset", required=True)
+    chk.add_argument("--data-root", type=Path, default=None)
+    chk.add_argument("--strict", action="store_true", help="exit 1 on any problem")
+    chk.add_argument("--json", action="store_true", help="one JSON object")
+    chk.set_defaults(func=cmd_data_check)
+    syn = dsub.add_parser("synth", help="write phantom cases in the BraTS 2024 layout")
+    syn.add_argument("--out", type=Path, required=True)
+    syn.add_argument("--cases", type=int, default=10)
+    syn.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64], metavar=("D", "H", "W"))
+    syn.add_argument("--mode", choices=["glioma", "mets", "post-treatment"], default="glioma")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1: all cores)")
+    syn.add_argument("--no-progress", action="store_true")
+    syn.set_defaults(func=cmd_data_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        # User-fixable input errors (ConfigError, DataRootError and unknown names are
+        # ValueErrors): one line, exit 2. Anything else is a bug and keeps its traceback.
+        print(f"mmbench: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mmbench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
