@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from mmbench.benchmark.metrics import (
     DEFAULT_MAX_DISTANCE,
@@ -174,6 +173,7 @@ def test_distant_false_positive_hidden_by_pooled_caught_by_directed_max() -> Non
 
 
 def test_torch_tensors_and_integer_masks_are_accepted() -> None:
+    torch = pytest.importorskip("torch")  # imported here: joblib workers import this module
     a, b = cube(4, 12), cube(5, 13)
     want = hd95(a, b)
     assert hd95(torch.from_numpy(a), torch.from_numpy(b)) == want
