@@ -221,10 +221,13 @@ def _bad_case(tmp_path: Path, kind: str) -> tuple[Path, str]:
         label[4, 4, 4] = 5
         folder = write_case(tmp_path, BAD, "brats2024", label=label)
         return folder / f"{BAD}-seg.nii.gz", "label values [5]"
+    if kind == "zero":
+        folder = write_case(tmp_path, BAD, "brats2024", arrays={"t2f": np.zeros(SHAPE)})
+        return folder / f"{BAD}-t2f.nii.gz", "FLAIR is all zero"
     raise AssertionError(kind)
 
 
-BAD_KINDS = ["missing", "corrupt", "4d", "shape", "affine", "nan", "inf", "label"]
+BAD_KINDS = ["missing", "corrupt", "4d", "shape", "affine", "nan", "inf", "label", "zero"]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

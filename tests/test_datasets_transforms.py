@@ -201,6 +201,16 @@ def test_train_augment(tmp_path):
             hits += int(out["regions"][0].sum() > 0)
         assert hits >= 2  # half the crops are centred on tumour
 
+    # The engine's use: a subset of keys, reseeded per sample, reproducible.
+    keys = ("image", "regions", "compartments")
+    aug = build_train_augment((8, 8, 8), keys=keys)
+    outs = []
+    for _ in range(2):
+        aug.set_random_state(seed=7)
+        outs.append(aug({k: data[k] for k in keys}))
+    assert set(outs[0]) == set(keys)
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in keys)
+
 
 @pytest.mark.parametrize("cache", ["memory", "disk", "none"])
 def test_make_cached_dataset(tmp_path, cache):

@@ -16,7 +16,7 @@ SPEC = DatasetSpec(
     compartments={"NETC": 1, "ED": 2, "ET": 4},
     group_key="case",
     stratify_key="grade",
-    case_pattern=r"Brats18_[A-Za-z0-9_]+",
+    case_pattern=r"(?i:brats18)_[A-Za-z0-9_]+",
     separator="_",
 )
 

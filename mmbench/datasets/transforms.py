@@ -33,10 +33,11 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
-    RandCropByPosNegLabeld,
     RandFlipd,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    SpatialCrop,
     SpatialPadd,
 )
 
@@ -192,11 +193,53 @@ def build_preprocess(
     )
 
 
-class TumourCropd(RandCropByPosNegLabeld):
-    """:class:`RandCropByPosNegLabeld` with one sample, returned as a dict instead of a list."""
+class RandTumourCropd(Randomizable, MapTransform):
+    """Crop ``keys`` to ``spatial_size`` around a tumour voxel with probability ``pos_ratio``, else
+    around a uniformly drawn voxel; the box is shifted to lie inside the volume.
 
-    def __call__(self, data, lazy=None):  # type: ignore[override]
-        return super().__call__(data, lazy=lazy)[0]
+    MONAI's :class:`RandCropByPosNegLabeld` does the same but lists every foreground and
+    background voxel on each call (about 0.5 s for a BraTS-sized brain on one CPU core) and
+    returns a list; this one looks up the foreground only and returns a dict. Volumes must already
+    be at least ``spatial_size`` (pad first).
+
+    Args:
+        label_key: C×D×H×W mask; a voxel is tumour if channel 0 is nonzero (WT for ``regions``).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        label_key: str,
+        spatial_size: Sequence[int],
+        pos_ratio: float = 0.5,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.label_key = label_key
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.pos_ratio = pos_ratio
+
+    def _start(self, label: torch.Tensor) -> np.ndarray:
+        shape = np.asarray(label.shape[1:])
+        size = np.asarray(self.spatial_size)
+        if np.any(shape < size):
+            raise ValueError(f"volume {tuple(shape)} is smaller than the crop {tuple(size)}")
+        centre = None
+        if self.R.rand() < self.pos_ratio:
+            fg = torch.nonzero(torch.as_tensor(label)[0])
+            if len(fg):
+                centre = fg[self.R.randint(len(fg))].cpu().numpy()
+        if centre is None:
+            centre = np.array([self.R.randint(s) for s in shape])
+        return np.clip(centre - size // 2, 0, shape - size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        start = self._start(d[self.label_key])
+        crop = SpatialCrop(roi_start=start, roi_end=start + np.asarray(self.spatial_size))
+        for key in self.key_iterator(d):
+            d[key] = crop(d[key])
+        return d
 
 
 def build_train_augment(
@@ -215,13 +258,11 @@ def build_train_augment(
     patch = tuple(int(p) for p in patch_size)
     transforms: list = [
         SpatialPadd(keys=keys, spatial_size=patch, allow_missing_keys=True),
-        TumourCropd(
+        RandTumourCropd(
             keys=keys,
             label_key="regions",
             spatial_size=patch,
-            pos=1.0,
-            neg=1.0,
-            num_samples=1,
+            pos_ratio=0.5,
             allow_missing_keys=True,
         ),
         *(

@@ -1,8 +1,9 @@
 """Check discovered cases before any training: the data-path checklist of the datasets spec.
 
 Per case: every file readable; 3-D; the four sequences share the label's shape and affine
-(tolerance :data:`AFFINE_TOL`); no NaN/Inf voxel; label values within the dataset's set (an unknown
-value is an error, never remapped). An empty label map is valid. A bad case is reported and left
+(tolerance :data:`AFFINE_TOL`); no NaN/Inf voxel; no all-zero sequence (the brain crop needs
+nonzero voxels); label values within the dataset's set (an unknown value is an error, never
+remapped). An empty label map is valid. A bad case is reported and left
 out; the others go on.
 """
 
@@ -109,6 +110,9 @@ def inspect_case(spec: DatasetSpec, case: Case) -> CaseReport:
                 fail(path, f"{modality} has {n_nan} NaN voxels")
             if n_inf:
                 fail(path, f"{modality} has {n_inf} Inf voxels")
+        if not np.any(data):
+            # Brain cropping and normalisation rely on nonzero brain voxels.
+            fail(path, f"{modality} is all zero")
 
     if label is not None:
         try:
