@@ -89,9 +89,11 @@ def main() -> None:
 
     wt = np.array([v["wt"] / v["brain"] for v in vols]) * 100
     no_et = sum(v["et"] == 0 for v in vols)
-    print(f"\nWhole tumour = {wt.mean():.1f} ± {wt.std():.1f} % of brain voxels "
-          f"(min {wt.min():.1f}, max {wt.max():.1f}); ET-empty cases: {no_et}/{len(vols)}; "
-          f"generation + stats {elapsed:.1f} s with {args.n_jobs} joblib workers")  # fmt: skip
+    print(
+        f"\nWhole tumour = {wt.mean():.1f} ± {wt.std():.1f} % of brain voxels "
+        f"(min {wt.min():.1f}, max {wt.max():.1f}); ET-empty cases: {no_et}/{len(vols)}; "
+        f"generation + stats {elapsed:.1f} s with {args.n_jobs} joblib workers"
+    )
 
 
 if __name__ == "__main__":
