@@ -16,16 +16,9 @@ import pandas as pd
 
 from mmbench.benchmark.schema import METRICS_FILE, RESULT_COLUMNS, RUN_INFO_FILE
 from mmbench.benchmark.subsets import ALL_SUBSETS
+from mmbench.reporting.family import FAMILY_ORDER
 
 MAX_DISTANCE = 373.1287
-FAMILIES = (
-    "data generation",
-    "feature generation",
-    "sample retrieval",
-    "robustness enhancement",
-    "multi-task learning",
-    "knowledge distillation",
-)
 
 
 def fake_results(
@@ -131,7 +124,7 @@ def write_run_folders(
         info = {
             "dataset": dataset,
             "method": method,
-            "family": (families or {}).get(method, FAMILIES[index % len(FAMILIES)]),
+            "family": (families or {}).get(method, FAMILY_ORDER[index % 6]),
             "paper": f"{method} et al.",
             "params": (params or {}).get(method, 1e6 * (index + 1) * 3.5),
             "seed": int(seed),

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
 from mmbench.benchmark.subsets import MODALITIES, SUBSET_NAMES, as_subset
-from mmbench.reporting.stats import ALPHA, bootstrap_avg_ci, holm, paired_wilcoxon
+from mmbench.reporting.stats import ALPHA, bootstrap_avg_ci, holm, paired_wilcoxon_many
 
 AVG = "Avg."
 
@@ -180,6 +180,7 @@ class ResultTable:
     n_cases: dict[str, int]
     notes: list[str] = field(default_factory=list)
     with_std: bool = False
+    policy: tuple[str, str, float] | None = None
 
     @property
     def info(self) -> MetricInfo:
@@ -188,6 +189,26 @@ class ResultTable:
     @property
     def rows(self) -> list[str]:
         return list(self.mean.index)
+
+    @cached_property
+    def _cells(self) -> tuple[dict[str, int], dict[tuple[str, str], int], np.ndarray]:
+        rows = {r: i for i, r in enumerate(self.mean.index)}
+        cols = {c: j for j, c in enumerate(self.mean.columns)}
+        stack = np.stack(
+            [
+                self.mean.to_numpy(dtype=float),
+                self.std.reindex_like(self.mean).to_numpy(dtype=float),
+                self.best.to_numpy(dtype=float),
+                self.significant.reindex_like(self.mean).to_numpy(dtype=float),
+            ]
+        )
+        return rows, cols, stack
+
+    def cell(self, row: str, region: str, method: str) -> tuple[float, float, bool, bool]:
+        """``(mean, std, is_best, is_significant)`` of one cell (fast lookup for renderers)."""
+        rows, cols, stack = self._cells
+        v = stack[:, rows[row], cols[(region, method)]]
+        return float(v[0]), float(v[1]), bool(v[2]), bool(v[3])
 
     @cached_property
     def best(self) -> pd.DataFrame:
@@ -238,10 +259,12 @@ def build_table(
     if rows.empty:
         raise ValueError(f"no {metric} rows for dataset {dataset!r}")
     policy = table_policy(rows)
+    have_methods = set(rows["method"].unique())
+    have_regions = set(rows["region"].unique())
     if methods is None:
-        methods = sorted(rows["method"].unique())
-    methods = [m for m in methods if m in set(rows["method"])]
-    regions = [r for r in regions if r in set(rows["region"])]
+        methods = sorted(have_methods)
+    methods = [m for m in methods if m in have_methods]
+    regions = [r for r in regions if r in have_regions]
     cm = case_matrix(df, dataset, metric, regions, methods)
 
     present = set(cm.index.get_level_values("subset"))
@@ -276,20 +299,23 @@ def build_table(
 
     pvalue = pd.DataFrame(np.nan, index=index, columns=columns)
     if baseline is not None and len(methods) > 1:
-        tests: list[tuple[str, tuple[str, str], float]] = []
-        for (subset, region), block in grouped:
+        keys: list[tuple[str, tuple[str, str]]] = []
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        blocks = [(s, r, b) for (s, r), b in grouped]
+        blocks += [(AVG, r, b) for r, b in per_case_avg.groupby(level="region")]
+        for row, region, block in blocks:
+            base = block[baseline].to_numpy(dtype=float)
             for m in methods:
                 if m != baseline:
-                    p, _ = paired_wilcoxon(block[baseline].to_numpy(), block[m].to_numpy())
-                    tests.append((subset, (region, m), p))
-        for region, block in per_case_avg.groupby(level="region"):
-            for m in methods:
-                if m != baseline:
-                    p, _ = paired_wilcoxon(block[baseline].to_numpy(), block[m].to_numpy())
-                    tests.append((AVG, (region, m), p))
-        adjusted = holm([t[2] for t in tests])
-        for (row, col, _), p in zip(tests, adjusted):
-            pvalue.loc[row, col] = p
+                    keys.append((row, (region, m)))
+                    pairs.append((base, block[m].to_numpy(dtype=float)))
+        adjusted = holm(paired_wilcoxon_many(pairs))
+        rows_at = {r: i for i, r in enumerate(index)}
+        cols_at = {c: j for j, c in enumerate(columns)}
+        pv = pvalue.to_numpy(copy=True)
+        for (row, col), p in zip(keys, adjusted):
+            pv[rows_at[row], cols_at[col]] = p
+        pvalue = pd.DataFrame(pv, index=index, columns=columns)
     significant = pvalue < alpha
 
     ci: dict[tuple[str, str], tuple[float, float]] = {}
@@ -333,6 +359,7 @@ def build_table(
         n_cases=n_cases,
         notes=notes,
         with_std=with_std,
+        policy=policy,
     )
 
 
@@ -364,16 +391,13 @@ def _num(value: float, decimals: int) -> str:
 def cell_text(table: ResultTable, row: str, region: str, method: str, style: str) -> str:
     """Text of one cell in ``style`` ``"md"``, ``"tex"``, ``"html"`` or ``"plain"``."""
     d = table.info.decimals
-    v = table.mean.loc[row, (region, method)]
+    v, s, best, sig = table.cell(row, region, method)
     text = _num(v, d)
     if table.with_std and not math.isnan(v):
-        s = table.std.loc[row, (region, method)]
         pm = {"tex": r" $\pm$ ", "md": " ± ", "html": " ± "}.get(style, " ± ")
         text += pm + _num(s, d)
     if style == "plain":
         return text
-    best = bool(table.best.loc[row, (region, method)])
-    sig = bool(table.significant.loc[row, (region, method)])
     if style == "md":
         text = f"**{text}**" if best else text
         return text + ("\\*" if sig else "")

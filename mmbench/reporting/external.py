@@ -1,0 +1,225 @@
+"""``mmbench evaluate``: score predictions made outside mmbench with mmbench's metrics.
+
+Naming convention of the prediction folder (flat; sub-folders are searched too)::
+
+    <pred_dir>/<case id>__<subset>.nii.gz      (or .nii)
+
+- ``<case id>`` is the dataset's case id (``BraTS-GLI-00005-101``, ``Brats18_CBICA_AAB_1``, ...);
+- ``<subset>`` is the 4-bit code in T1, T1ce, T2, FLAIR order (``0101`` = T1ce+FLAIR), which is
+  what ``mmbench run`` writes to ``predictions/``; a subset name (``T1ce+FLAIR``) is accepted too;
+- the file is an integer label map on the case's native grid (same shape as its ``seg`` file),
+  in the BraTS 2024 convention 0 background, 1 NETC, 2 ED, 3 ET (``label_convention="brats2024"``)
+  or the BraTS 2018 one with 4 = ET (``"brats2018"``). Other values are an error.
+
+The reference and the voxel spacing come from the dataset's own label file (found through the
+dataset registry and discovery), so the rows are the same as the evaluator's: every region and
+metric, ``ref_voxels``, and the policy columns. They are written as a run folder
+(``metrics.csv`` + ``run.json``) that ``mmbench report`` reads like any other run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmbench.benchmark.schema import METRICS_FILE, REGIONS, RESULT_COLUMNS, RUN_INFO_FILE
+from mmbench.benchmark.subsets import as_subset
+from mmbench.reporting.qualitative import REGION_LABELS
+
+_NAME = re.compile(r"^(?P<case>.+)__(?P<subset>[^_/]+?)\.nii(\.gz)?$")
+PREDICTION_LABELS: dict[str, tuple[int, ...]] = {
+    "brats2024": (0, 1, 2, 3),
+    "brats2018": (0, 1, 2, 4),
+}
+
+
+class PredictionError(ValueError):
+    """A prediction file is named, shaped or labelled wrongly; the message names the file."""
+
+
+def parse_prediction_name(name: str) -> tuple[str, str] | None:
+    """``(case id, canonical subset name)`` of a prediction file name, or ``None``."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    try:
+        return m["case"], as_subset(m["subset"]).name
+    except ValueError:
+        return None
+
+
+def find_predictions(pred_dir: str | Path) -> dict[str, dict[str, Path]]:
+    """Case id → subset name → prediction path, for every well-named file under ``pred_dir``."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"no prediction folder at {pred_dir}")
+    out: dict[str, dict[str, Path]] = {}
+    for path in sorted(pred_dir.rglob("*.nii*")):
+        parsed = parse_prediction_name(path.name)
+        if parsed is None:
+            warnings.warn(f"ignoring {path}: not named <case>__<subset code>.nii.gz", stacklevel=2)
+            continue
+        case, subset = parsed
+        if subset in out.setdefault(case, {}):
+            raise PredictionError(f"two predictions for {case} {subset}: {path}")
+        out[case][subset] = path
+    return out
+
+
+def _load(path: Path) -> tuple[np.ndarray, object]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asanyarray(img.dataobj), img
+
+
+def evaluate_prediction_dir(
+    pred_dir: str | Path,
+    dataset: str,
+    data_root: str | Path | None = None,
+    policy: object | None = None,
+    out: str | Path | None = None,
+    method: str | None = None,
+    family: str = "external",
+    label_convention: str = "brats2024",
+    regions: Sequence[str] = REGIONS,
+    n_jobs: int = 1,
+    results_root: str | Path = "results",
+) -> pd.DataFrame:
+    """Score every prediction under ``pred_dir`` against the dataset's reference labels.
+
+    Args:
+        pred_dir: folder with ``<case>__<subset code>.nii.gz`` files (see module docstring).
+        dataset: registered dataset name (``brats2018``, ``brats2024``, ``pretreat-mets``, ...).
+        data_root: the dataset folder or its parent (default ``$MMBENCH_DATA/<dataset>``).
+        policy: a :class:`~mmbench.benchmark.metrics.MetricPolicy` (default: penalty, pooled,
+            373.1287 mm), the same conventions as ``mmbench run``.
+        out: run folder to write; default ``<results_root>/<dataset>/<method>/external``.
+        method: method name in the tables (default: the prediction folder's name).
+        family: family shown in the family view.
+        label_convention: ``"brats2024"`` (3 = ET) or ``"brats2018"`` (4 = ET) for the files.
+        regions: regions to score.
+        n_jobs: joblib workers for the metrics of one case.
+        results_root: parent of the default ``out``.
+
+    Returns:
+        The tidy rows written to ``<out>/metrics.csv``.
+
+    Raises:
+        PredictionError: a file has the wrong shape or unknown label values, or no prediction
+            matches a case of the dataset.
+    """
+    from mmbench.benchmark.metrics import METRICS, MetricPolicy, score_many
+    from mmbench.datasets import discover, get_dataset, resolve_root
+
+    if label_convention not in PREDICTION_LABELS:
+        raise ValueError(f"label_convention must be one of {sorted(PREDICTION_LABELS)}")
+    policy = policy if policy is not None else MetricPolicy()
+    spec = get_dataset(dataset)
+    root = resolve_root(spec, data_root)
+    cases, _ = discover(spec, root)
+    by_id = {c.id: c for c in cases}
+    preds = find_predictions(pred_dir)
+    unknown = sorted(set(preds) - set(by_id))
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} prediction case id(s) not in {spec.name} under {root}, skipped: "
+            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
+            stacklevel=2,
+        )
+    todo = [c for c in sorted(preds) if c in by_id]
+    if not todo:
+        raise PredictionError(
+            f"no prediction under {pred_dir} matches a {spec.name} case under {root}; "
+            "expected names like <case id>__<subset code>.nii.gz"
+        )
+    method = method or Path(pred_dir).resolve().name
+    allowed = np.asarray(PREDICTION_LABELS[label_convention])
+    pred_regions = REGION_LABELS[label_convention]
+    metrics = (*METRICS, "ref_voxels")
+    key = {"dataset": spec.name, "method": method, "seed": 0, "fold": 0}
+    rows: list[dict] = []
+    for case_id in todo:
+        label, label_img = _load(by_id[case_id].label)
+        spacing = tuple(float(z) for z in label_img.header.get_zooms()[:3])
+        ref = {r: np.isin(label, spec.regions[r]) for r in regions}
+        units = []
+        for subset, path in sorted(preds[case_id].items()):
+            pred, _ = _load(path)
+            if pred.shape != label.shape:
+                raise PredictionError(
+                    f"{path}: shape {pred.shape} differs from the reference {label.shape} "
+                    f"({by_id[case_id].label}); predictions must be on the native grid"
+                )
+            bad = np.setdiff1d(np.unique(pred), allowed)
+            if bad.size:
+                raise PredictionError(
+                    f"{path}: label values {bad.tolist()} outside the {label_convention} "
+                    f"convention {allowed.tolist()}"
+                )
+            units.append(
+                {
+                    "pred": {r: np.isin(pred, pred_regions[r]) for r in regions},
+                    "ref": ref,
+                    "spacing": spacing,
+                    "policy": policy,
+                    "metrics": metrics,
+                    **key,
+                    "case": case_id,
+                    "subset": subset,
+                }
+            )
+        for unit_rows in score_many(units, n_jobs=n_jobs):
+            rows.extend(unit_rows)
+    df = pd.DataFrame(rows)
+    for col, value in policy.as_dict().items():  # type: ignore[attr-defined]
+        if col not in df.columns:
+            df[col] = value
+    df = df[list(RESULT_COLUMNS)]
+    out_dir = Path(out) if out is not None else Path(results_root) / spec.name / method / "external"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / METRICS_FILE, index=False)
+    info = {
+        **key,
+        "family": family,
+        "paper": "",
+        "params": None,
+        "preset": "external",
+        "status": "complete",
+        "pred_dir": str(Path(pred_dir).resolve()),
+        "data_root": str(root),
+        "label_convention": label_convention,
+        "policy": policy.as_dict(),  # type: ignore[attr-defined]
+    }
+    (out_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return df
+
+
+def prediction_file_name(case: str, subset: str) -> str:
+    """The file name :func:`evaluate_prediction_dir` expects for ``case`` and ``subset``."""
+    return f"{case}__{as_subset(subset).code}.nii.gz"
+
+
+def label_map_from_regions(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:
+    """A BraTS 2024 convention label map (1 NETC, 2 ED, 3 ET) from nested region masks."""
+    label = np.zeros(np.shape(wt), dtype=np.uint8)
+    label[np.asarray(wt, bool)] = 2
+    label[np.asarray(tc, bool)] = 1
+    label[np.asarray(et, bool)] = 3
+    return label
+
+
+__all__: Sequence[str] = (
+    "PredictionError",
+    "evaluate_prediction_dir",
+    "find_predictions",
+    "label_map_from_regions",
+    "parse_prediction_name",
+    "prediction_file_name",
+)
