@@ -1,0 +1,45 @@
+import pytest
+
+from mmbench.benchmark.config import ConfigError, apply_overrides, load_config, method_config
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "paper"])
+def test_presets_load(preset: str) -> None:
+    c = load_config(preset)
+    assert c["preset"] == preset
+    assert {"dataset", "split", "model", "train", "eval"} <= set(c)
+
+
+def test_paper_preset_is_the_adamm_protocol() -> None:
+    c = load_config("paper")
+    assert c["model"]["patch_size"] == [160, 192, 128]
+    assert c["model"]["width"] == 16
+    assert c["train"]["batch_size"] == 1
+    assert c["train"]["lr"] == pytest.approx(1e-4)
+    assert c["train"]["weight_decay"] == pytest.approx(1e-5)
+    assert c["train"]["poly_power"] == pytest.approx(0.9)
+    assert c["dataset"]["normalization"] == "minmax"
+
+
+def test_overrides_parse_yaml_values_and_method_options() -> None:
+    c = apply_overrides(
+        load_config("smoke"),
+        ["train.steps=7", "model.patch_size=[8, 8, 8]", "methods.adamm.variant=faithful"],
+    )
+    assert c["train"]["steps"] == 7
+    assert c["model"]["patch_size"] == [8, 8, 8]
+    mc = method_config(c, "adamm")
+    assert mc.option("variant", "fixed") == "faithful" and mc.patch_size == (8, 8, 8)
+    assert load_config("smoke")["train"]["steps"] != 7  # presets are not mutated
+
+
+def test_unknown_key_lists_valid_keys() -> None:
+    with pytest.raises(ConfigError, match="train.steps"):
+        apply_overrides(load_config("smoke"), ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(load_config("smoke"), ["train.steps"])
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match="smoke, quick, paper"):
+        load_config("nope")
