@@ -85,6 +85,7 @@ def test_registry_names_and_specs():
     mets = get_dataset("pretreat-mets")
     assert mets.label_values == (0, 1, 2, 3) and "RC" not in mets.regions
     assert get_dataset("synthetic").modality_suffixes["FLAIR"] == "t2f"
+    assert len({get_dataset(n) for n in list_datasets()}) == 4  # specs are hashable
 
 
 def test_unknown_dataset_lists_valid_names():

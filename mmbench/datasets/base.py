@@ -71,6 +71,10 @@ class DatasetSpec:
             if region not in self.regions:
                 raise ValueError(f"region {region!r} missing from regions of {self.name!r}")
 
+    def __hash__(self) -> int:
+        # The dict fields make the generated hash fail; names are unique in the registry.
+        return hash(self.name)
+
     @property
     def default_regions(self) -> tuple[str, ...]:
         """Regions reported by default (WT, TC, ET)."""
