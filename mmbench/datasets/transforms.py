@@ -73,9 +73,8 @@ class RecordNatived(MapTransform):
         d = dict(data)
         label = d[self.key]
         meta = getattr(label, "meta", {})
-        affine = np.asarray(
-            meta.get("original_affine", getattr(label, "affine", np.eye(4))), dtype=np.float64
-        )
+        # The affine Orientationd will read, i.e. the file's affine as nibabel sees it.
+        affine = np.asarray(label.affine, dtype=np.float64)
         pixdim = meta.get("pixdim")
         if pixdim is not None:
             spacing = np.abs(np.asarray(pixdim, dtype=np.float64)[1:4])
