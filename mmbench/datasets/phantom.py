@@ -241,7 +241,12 @@ class _SmoothField:
     """
 
     def __init__(
-        self, rng: np.random.Generator, centre: np.ndarray, half: float, n: int = 24, sigma=1.6
+        self,
+        rng: np.random.Generator,
+        centre: np.ndarray,
+        half: float,
+        n: int = 24,
+        sigma: float = 1.6,
     ) -> None:
         field = ndimage.gaussian_filter(rng.standard_normal((n, n, n)), sigma, mode="wrap")
         self.data = ((field - field.mean()) / field.std()).astype(np.float32)
@@ -387,7 +392,7 @@ class PhantomGenerator:
 
         label = self._paint(index, points_t, wm, csf, inside)
         del points_t
-        images = self._contrast(index, brain, gm, wm, csf, label, inside, affine)
+        images = self._contrast(index, brain, gm, wm, csf, label, inside)
         tissue = None
         if want_tissue:
             normal = np.array([_CSF, _GM, _WM], np.uint8)[np.argmax(np.stack([csf, gm, wm]), 0)]
@@ -494,14 +499,34 @@ class PhantomGenerator:
         return out
 
     @staticmethod
-    def _lesion(rng, centre, r_core, r_oed, enhancing, rim, necrotic, amp=0.3) -> dict:
+    def _lesion(
+        rng: np.random.Generator,
+        centre: np.ndarray,
+        r_core: float,
+        r_oed: float,
+        enhancing: bool,
+        rim: float,
+        necrotic: bool,
+        amp: float = 0.3,
+    ) -> dict:
+        """Blobs of one lesion: core radius ``r_core`` mm, oedema ``r_oed`` mm, necrosis radius
+        ``(1 - rim) * r_core`` when ``necrotic``."""
         core = _make_blob(rng, centre, r_core, amp)
         oed = _make_blob(rng, centre, r_oed, amp * 1.1, elong=0.25)
         necro = _make_blob(rng, centre, r_core * (1.0 - rim), amp) if necrotic else None
         return {"core": core, "oed": oed, "necro": necro, "enhancing": enhancing}
 
     @staticmethod
-    def _paint_lesion(label, points, spread, core, oed, necro, enhancing) -> None:
+    def _paint_lesion(
+        label: np.ndarray,
+        points: np.ndarray,
+        spread: np.ndarray,
+        core: _Blob,
+        oed: _Blob,
+        necro: _Blob | None,
+        enhancing: bool,
+    ) -> None:
+        """Write one lesion's labels into ``label`` ``(N,)`` in place (points ``(3, N)`` mm)."""
         sel = PhantomGenerator._near(points, oed)
         if sel is None:
             return
@@ -539,8 +564,17 @@ class PhantomGenerator:
 
     # ---------------------------------------------------------------- contrast
 
-    def _contrast(self, index, brain, gm, wm, csf, label, inside, affine) -> np.ndarray:
-        """Images ``(4, D, H, W)`` float32 from tissue fractions and labels."""
+    def _contrast(
+        self,
+        index: int,
+        brain: np.ndarray,
+        gm: np.ndarray,
+        wm: np.ndarray,
+        csf: np.ndarray,
+        label: np.ndarray,
+        inside: np.ndarray,
+    ) -> np.ndarray:
+        """Images ``(4, D, H, W)`` float32 from flat ``(N,)`` tissue fractions and labels."""
         shape = self.config.shape
         rng = self._rng(index, _S_CONTRAST)
         noise_rng = self._rng(index, _S_VOXEL_NOISE)
