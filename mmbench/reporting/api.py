@@ -13,7 +13,7 @@ import pandas as pd
 from mmbench.benchmark.schema import REGIONS
 from mmbench.reporting import plots
 from mmbench.reporting.family import (
-    _family_key,
+    family_sort_key,
     family_view,
     mean_ranks,
     method_families,
@@ -64,7 +64,7 @@ class ReportSummary:
 
 
 def _ordered_methods(df: pd.DataFrame, families: dict[str, str]) -> list[str]:
-    return sorted(df["method"].unique(), key=lambda m: (_family_key(families.get(m, "")), m))
+    return sorted(df["method"].unique(), key=lambda m: (family_sort_key(families.get(m, "")), m))
 
 
 def build_report(

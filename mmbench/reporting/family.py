@@ -33,7 +33,8 @@ def method_families(df: pd.DataFrame) -> dict[str, str]:
     return df.groupby("method")["family"].first().astype(str).to_dict()
 
 
-def _family_key(name: str) -> tuple[int, str]:
+def family_sort_key(name: str) -> tuple[int, str]:
+    """Sort key putting families in the AdaMM paper's order, unknown ones last."""
     return (FAMILY_ORDER.index(name) if name in FAMILY_ORDER else len(FAMILY_ORDER), name)
 
 
@@ -51,7 +52,7 @@ def family_view(table: ResultTable, families: Mapping[str, str]) -> pd.DataFrame
     per_method[AVG] = per_method[table.regions].mean(axis=1)
     per_method["family"] = [families.get(m, "unknown") for m in table.methods]
     rows = []
-    for fam in sorted(per_method["family"].unique(), key=_family_key):
+    for fam in sorted(per_method["family"].unique(), key=family_sort_key):
         block = per_method[per_method["family"] == fam]
         scores = block[AVG] if table.info.higher_better else -block[AVG]
         best = scores.idxmax() if scores.notna().any() else block.index[0]

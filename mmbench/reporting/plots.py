@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 from mmbench.benchmark.subsets import FULL, MODALITIES, SUBSET_NAMES, Subset
-from mmbench.reporting.family import FAMILY_ORDER
+from mmbench.reporting.family import family_sort_key
 from mmbench.reporting.tables import AVG, ResultTable, case_matrix, metric_info
 
 PNG_DPI = 110
@@ -203,10 +203,10 @@ def performance_vs_params(
     known = {m: p for m, p in params.items() if p is not None and math.isfinite(p) and p > 0}
     if not metrics or not known:
         return []
-    fams = sorted({families.get(m, "unknown") for m in known}, key=_family_key)
+    fams = sorted({families.get(m, "unknown") for m in known}, key=family_sort_key)
     colour = dict(zip(fams, _colours(len(fams))))
     fig = _new_figure(3.4 * len(metrics), 3.8)
-    _margins(fig, 0.7, 0.6, 0.2, 0.8, wspace=0.45)
+    _margins(fig, 0.7, 0.6, 0.6, 0.8, wspace=0.5)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         avg = overall_average(df[df["method"].isin(list(known))], dataset, metric)
@@ -225,10 +225,6 @@ def performance_vs_params(
     handles = [Line2D([], [], ls="", marker="o", color=colour[f], label=f) for f in fams]
     fig.legend(handles=handles, loc="upper center", ncols=min(len(fams), 4), fontsize=7)
     return save_figure(fig, out_dir / f"params_{dataset}")
-
-
-def _family_key(name: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(name) if name in FAMILY_ORDER else len(FAMILY_ORDER), name)
 
 
 def modality_drop(table: ResultTable, out_dir: Path) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbench.benchmark.schema import PREDICTIONS_DIR
-from mmbench.benchmark.subsets import Subset, as_subset
+from mmbench.benchmark.subsets import ALL_SUBSETS, Subset, as_subset
 
 DEFAULT_SUBSETS: tuple[str, ...] = ("T1+T1ce+T2+FLAIR", "T1+T2+FLAIR", "T1ce", "FLAIR")
 """Full set, full without T1ce (ET suffers), and two singles."""
@@ -131,7 +131,11 @@ def qualitative_figure(
                 best = counts.get(c, (0, 0))
                 counts[c] = (best[0] + (n_sub == len(codes)), max(best[1], n_sub))
         case = sorted(counts, key=lambda c: (-counts[c][0], -counts[c][1], c))[0]
-    codes = [code for code in codes if any(code in cs.get(case, ()) for _, cs in saved.values())]
+    have = set().union(*(cs.get(case, set()) for _, cs in saved.values()))
+    codes = [code for code in codes if code in have]
+    if len(codes) < min(len(subsets), 4):  # fill up with whatever else was saved for the case
+        extra = [s.code for s in reversed(ALL_SUBSETS) if s.code in have and s.code not in codes]
+        codes += extra[: min(len(subsets), 4) - len(codes)]
     methods = [m for m, (_, cs) in saved.items() if case in cs][:max_methods]
     if not codes or not methods:
         return [], f"{dataset}: no saved predictions for case {case}, qualitative figure skipped."
@@ -150,12 +154,13 @@ def qualitative_figure(
         )
     image = _load(files.image).astype(np.float32)
     ref = regions_of(_load(files.label), files.convention)
-    area = ref["WT"].sum(axis=(0, 1))
+    # The slice where the regions together cover most: shows ET and TC, not only oedema.
+    area = sum(mask.sum(axis=(0, 1)) for mask in ref.values())
     z = int(np.argmax(area)) if area.max() > 0 else image.shape[2] // 2
     lo, hi = np.percentile(image[..., z], [1, 99.5])
 
     fig = _new_figure(2.2 * len(codes) + 0.4, 2.2 * len(methods) + 0.6)
-    _margins(fig, 0.35, 0.1, 0.1, 0.55, wspace=0.03, hspace=0.03)
+    _margins(fig, 0.35, 0.1, 0.1, 0.75, wspace=0.03, hspace=0.03)
     axes = fig.subplots(len(methods), len(codes), squeeze=False)
     for i, method in enumerate(methods):
         run_dir = saved[method][0]["run_dir"]
@@ -182,8 +187,8 @@ def qualitative_figure(
             if j == 0:
                 ax.set_ylabel(method, fontsize=8)
     fig.suptitle(
-        f"{dataset} case {case}, axial slice {z}: prediction solid, reference dashed "
-        "(WT yellow, TC red, ET cyan)",
-        fontsize=8,
+        f"{dataset} · {case} · axial slice {z}\nprediction solid, reference dashed\n"
+        "WT yellow, TC red, ET cyan",
+        fontsize=7,
     )
     return save_figure(fig, Path(out_dir) / f"qualitative_{dataset}"), None
