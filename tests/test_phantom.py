@@ -257,6 +257,15 @@ def test_layout_and_nifti_round_trip(written: Path) -> None:
         assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
 
 
+def test_rewrite_with_fewer_cases_drops_stale_cases(tmp_path: Path) -> None:
+    write_phantoms(tmp_path, 3, (16, 16, 16), "glioma", 0, n_jobs=1, progress=False)
+    write_phantoms(tmp_path, 2, (16, 16, 16), "glioma", 0, n_jobs=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "BraTS-SYN-00000-000",
+        "BraTS-SYN-00001-000",
+    ]
+
+
 def _mtimes(folder: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 

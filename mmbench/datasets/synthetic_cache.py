@@ -132,6 +132,11 @@ def _generate(out_dir: Path, params: dict, indices: list[int], n_jobs: int, prog
     desc = f"phantoms {params['mode']} {'x'.join(map(str, params['shape']))}"
     for _ in tqdm(results, total=len(indices), desc=desc, disable=not progress, unit="case"):
         pass
+    # Cases left over from an earlier, larger run would otherwise be discovered as data.
+    keep = {case_id(i) for i in range(params["cases"])}
+    for stale in out_dir.glob("BraTS-SYN-*-000"):
+        if stale.is_dir() and stale.name not in keep:
+            shutil.rmtree(stale)
     _write_manifest(out_dir, params)
 
 
@@ -148,7 +153,8 @@ def write_phantoms(
 
     Cases are generated in parallel (joblib loky, ``n_jobs`` workers, -1 = all cores), each written
     into a temporary folder and renamed into place; ``phantoms.json`` (parameters, generator and
-    package version, spacing, case ids) is written last. Existing case folders are replaced.
+    package version, spacing, case ids) is written last. Existing case folders are replaced and
+    ``BraTS-SYN-*`` case folders beyond ``cases`` (left by an earlier run) are removed.
     Returns ``out_dir`` as a :class:`Path`. This is what ``mmbench data synth`` runs.
     """
     if cases < 1:
