@@ -80,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mmbench.reporting import build_report
+    from mmbench.reporting.api import build_report
 
     summary = build_report(
         args.runs,
@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmbench.benchmark.metrics import MetricPolicy
-    from mmbench.reporting import evaluate_predictions
+    from mmbench.reporting.api import evaluate_predictions
 
     policy = MetricPolicy(
         empty=args.empty_policy, hd95_mode=args.hd95_mode, max_distance=args.max_distance

@@ -42,7 +42,7 @@ from mmbench.methods import list_methods, method_info
 TARGET_KEYS = ("image", "regions", "compartments")
 
 
-class RunError(RuntimeError):
+class RunError(ValueError):
     """A run cannot start or continue (e.g. its folder holds a different configuration)."""
 
 
@@ -95,15 +95,21 @@ def _data_root(
     data_root: str | Path | None,
     config: Mapping[str, Any],
     log: Callable[[str], None],
+    progress: bool = True,
 ) -> Path:
     from mmbench.datasets import resolve_root
-    from mmbench.datasets.synthetic import prepare_synthetic
+    from mmbench.datasets.synthetic_cache import default_cache_root, ensure_synthetic
 
     if dataset == "synthetic" and data_root is None:
         syn = config["dataset"]["synthetic"]
         t0 = time.perf_counter()
-        root = prepare_synthetic(
-            int(syn["cases"]), tuple(syn["shape"]), str(syn["mode"]), int(syn["seed"])
+        root = ensure_synthetic(
+            default_cache_root(),
+            int(syn["cases"]),
+            tuple(syn["shape"]),
+            str(syn["mode"]),
+            int(syn["seed"]),
+            progress=progress,
         )
         log(f"synthetic phantoms ready in {root} ({time.perf_counter() - t0:.1f} s)")
         return root
@@ -116,6 +122,7 @@ def prepare_data(
     data_root: str | Path | None = None,
     split_path: Path | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> DataBundle:
     """Discover, validate, split and (lazily) preprocess a dataset for a set of runs.
 
@@ -131,7 +138,7 @@ def prepare_data(
         make_split,
     )
 
-    root = _data_root(dataset, data_root, config, log)
+    root = _data_root(dataset, data_root, config, log, progress)
     ds = config["dataset"]
     index = load_dataset(dataset, root, strict=bool(ds.get("strict", False)))
     for problem in index.problems:
@@ -524,7 +531,9 @@ def run_benchmark(
         run_dir_for(out, dataset, m, s, fold) / schema.SPLIT_FILE for m in names for s in seeds
     ]
     split_path = next((p for p in existing if p.exists()), None)
-    bundle = prepare_data(dataset, config, data_root, split_path=split_path, log=log)
+    bundle = prepare_data(
+        dataset, config, data_root, split_path=split_path, log=log, progress=progress
+    )
     summaries = []
     for seed in seeds:
         for name in names:

@@ -1,0 +1,147 @@
+"""End-to-end runs of the CLI on the smoke preset, errors, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mmbench.benchmark.subsets import SUBSET_NAMES
+from mmbench.cli import main
+
+SMOKE = ["--preset", "smoke", "--no-progress"]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mmbench.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def metrics(out: Path, method: str) -> pd.DataFrame:
+    df = pd.read_csv(out / "synthetic" / method / "seed0-fold0" / "metrics.csv")
+    return df.sort_values(["case", "subset", "region", "metric"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    assert main(["run", "--methods", "zerofill,dropout-unet", "--out", str(out), *SMOKE]) == 0
+    return out
+
+
+def test_run_writes_complete_run_folders(smoke_run: Path, capsys) -> None:
+    for method in ("zerofill", "dropout-unet"):
+        run = smoke_run / "synthetic" / method / "seed0-fold0"
+        for name in (
+            "config.yaml",
+            "split.json",
+            "environment.json",
+            "run.json",
+            "train_log.csv",
+            "metrics.csv",
+            "invalid_cases.json",
+            "checkpoints/last.pt",
+        ):
+            assert (run / name).exists(), name
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "complete" and info["params"] > 0
+        split = json.loads((run / "split.json").read_text())
+        df = metrics(smoke_run, method)
+        assert set(df["case"]) == set(split["test"])
+        assert not set(split["test"]) & set(split["train"])
+        assert set(df["subset"]) == set(SUBSET_NAMES)
+        assert {"dice", "hd95", "iou", "sensitivity", "specificity", "ref_voxels"} <= set(
+            df["metric"]
+        )
+        assert (df["empty_policy"] == "penalty").all()
+        assert not df.duplicated(["case", "subset", "region", "metric"]).any()
+        env = json.loads((run / "environment.json").read_text())
+        assert env["packages"]["torch"] and env["device"]
+        assert any((run / "predictions").glob("*__1111.nii.gz"))
+
+
+def test_rerun_of_a_finished_run_is_skipped(smoke_run: Path, capsys) -> None:
+    before = metrics(smoke_run, "zerofill")
+    assert main(["run", "--methods", "zerofill", "--out", str(smoke_run), *SMOKE]) == 0
+    assert "already complete" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(before, metrics(smoke_run, "zerofill"))
+
+
+def test_changed_config_in_an_existing_run_folder_is_refused(smoke_run: Path, capsys) -> None:
+    code = main(
+        ["run", "--methods", "zerofill", "--out", str(smoke_run), *SMOKE, "--set", "train.lr=0.5"]
+    )
+    assert code == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_report_after_run(smoke_run: Path, tmp_path: Path) -> None:
+    assert main(["report", "--runs", str(smoke_run), "--out", str(tmp_path), "--no-plots"]) == 0
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".md" for p in written)
+    assert any(p.suffix == ".csv" for p in written)
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_list_json(capsys) -> None:
+    assert main(["list", "--json", "--preset", "smoke"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {m["name"] for m in data["methods"]}
+    assert {"zerofill", "dropout-unet"} <= names
+    for m in data["methods"]:
+        assert m["family"] and m["paper"] and m["params"] > 0
+    assert {d["name"] for d in data["datasets"]} == {
+        "brats2018",
+        "brats2024",
+        "pretreat-mets",
+        "synthetic",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--methods", "nope"], "zerofill"),
+        (["run", "--dataset", "brats2025"], "brats2024"),
+        (["run", "--set", "train.stepz=3"], "train.steps"),
+        (["run", "--dataset", "brats2018", "--data-root", "/nonexistent/mmbench"], "brats2018"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(args, expected, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("MMBENCH_DATA", raising=False)
+    assert main([*args, *SMOKE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmbench: error:") and "\n" not in err
+    assert expected in err
+
+
+@pytest.mark.parametrize("where", ["train:3", "eval:1"])
+def test_killed_run_resumes_to_identical_results(
+    where: str, tmp_path: Path, smoke_run: Path
+) -> None:
+    out = tmp_path / "killed"
+    args = ["run", "--methods", "dropout-unet", "--out", str(out), *SMOKE]
+    killed = run_cli(*args, env={"MMBENCH_KILL_AT": where})
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    run_dir = out / "synthetic" / "dropout-unet" / "seed0-fold0"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == ("training" if where.startswith("train") else "evaluating")
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if where.startswith("train"):
+        assert "resumed dropout-unet at step 2" in resumed.stdout
+    a, b = metrics(smoke_run, "dropout-unet"), metrics(out, "dropout-unet")
+    assert not b.duplicated(["case", "subset", "region", "metric"]).any()
+    pd.testing.assert_frame_equal(a, b)
+    log = pd.read_csv(run_dir / "train_log.csv")
+    assert log["step"].tolist() == sorted(set(log["step"]))
