@@ -63,7 +63,7 @@ class Subset:
     """A non-empty set of available modalities.
 
     Attributes:
-        mask: four booleans in canonical order; ``mask[i]`` says whether ``MODALITIES[i]`` is present.
+        mask: four booleans in canonical order; ``mask[i]``: is ``MODALITIES[i]`` present.
     """
 
     mask: tuple[bool, bool, bool, bool]
