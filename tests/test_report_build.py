@@ -248,6 +248,10 @@ def test_evaluate_external_predictions(tmp_path) -> None:
     assert v[(CASES[1], full, "ET", "ref_voxels")] == 0
     assert v[(CASES[1], full, "ET", "dice")] == pytest.approx(1.0)  # both empty under penalty
     assert set(df["empty_policy"]) == {"penalty"}
+    other = evaluate_predictions(
+        pred, "brats2024", data_root=data, out=tmp_path / "zero", policy={"empty_policy": "zero"}
+    )
+    assert set(other["empty_policy"]) == {"zero"}
     # the result joins a report like any run
     summary = build_report(
         tmp_path / "results", tmp_path / "reports", plots_enabled=False, html=False

@@ -272,8 +272,14 @@ def evaluate_predictions(
     family: str = "external",
     label_convention: str = "brats2024",
     regions: Sequence[str] = REGIONS,
+    n_jobs: int = 1,
+    results_root: str | Path = "results",
 ) -> pd.DataFrame:
-    """Score predictions made outside mmbench; see :mod:`mmbench.reporting.external`."""
+    """Score predictions made outside mmbench and write them as a run folder.
+
+    See :func:`mmbench.reporting.external.evaluate_prediction_dir` for the arguments and
+    :mod:`mmbench.reporting.external` for the file naming convention.
+    """
     from mmbench.reporting.external import evaluate_prediction_dir
 
     return evaluate_prediction_dir(
@@ -286,4 +292,6 @@ def evaluate_predictions(
         family=family,
         label_convention=label_convention,
         regions=regions,
+        n_jobs=n_jobs,
+        results_root=results_root,
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +98,9 @@ def evaluate_prediction_dir(
         pred_dir: folder with ``<case>__<subset code>.nii.gz`` files (see module docstring).
         dataset: registered dataset name (``brats2018``, ``brats2024``, ``pretreat-mets``, ...).
         data_root: the dataset folder or its parent (default ``$MMBENCH_DATA/<dataset>``).
-        policy: a :class:`~mmbench.benchmark.metrics.MetricPolicy` (default: penalty, pooled,
-            373.1287 mm), the same conventions as ``mmbench run``.
+        policy: a :class:`~mmbench.benchmark.metrics.MetricPolicy` or a mapping with
+            ``empty_policy``/``hd95_mode``/``max_distance`` (default: penalty, pooled,
+            373.1287 mm, as ``mmbench run``).
         out: run folder to write; default ``<results_root>/<dataset>/<method>/external``.
         method: method name in the tables (default: the prediction folder's name).
         family: family shown in the family view.
@@ -120,7 +121,10 @@ def evaluate_prediction_dir(
 
     if label_convention not in PREDICTION_LABELS:
         raise ValueError(f"label_convention must be one of {sorted(PREDICTION_LABELS)}")
-    policy = policy if policy is not None else MetricPolicy()
+    if policy is None:
+        policy = MetricPolicy()
+    elif isinstance(policy, Mapping):
+        policy = MetricPolicy.from_dict(policy)
     spec = get_dataset(dataset)
     root = resolve_root(spec, data_root)
     cases, _ = discover(spec, root)
