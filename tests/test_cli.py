@@ -145,3 +145,64 @@ def test_killed_run_resumes_to_identical_results(
     pd.testing.assert_frame_equal(a, b)
     log = pd.read_csv(run_dir / "train_log.csv")
     assert log["step"].tolist() == sorted(set(log["step"]))
+
+
+def test_data_synth_then_check_json(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "synthetic"
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(root),
+                "--cases",
+                "3",
+                "--shape",
+                "16",
+                "16",
+                "16",
+                "--seed",
+                "1",
+                "--jobs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["data", "check", "--dataset", "synthetic", "--data-root", str(root), "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == "synthetic" and len(report["valid"]) == 3
+    assert report["invalid"] == []
+    # Break one case: a label value the dataset does not have.
+    import nibabel as nib
+    import numpy as np
+
+    seg = next(root.rglob("*-seg.nii.gz"))
+    img = nib.load(str(seg))
+    data = np.asanyarray(img.dataobj).copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, img.affine), str(seg))
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                "--dataset",
+                "synthetic",
+                "--data-root",
+                str(root),
+                "--json",
+                "--strict",
+            ]
+        )
+        == 1
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["valid"]) == 2
+    (bad,) = report["invalid"]
+    assert bad["file"].endswith("-seg.nii.gz") and "7" in bad["problem"]

@@ -34,7 +34,8 @@ class EvalSettings:
     """The preset's ``eval`` section, typed.
 
     Attributes:
-        patch_size: sliding-window size (D, H, W), the model's training crop.
+        patch_size: sliding-window size (D, H, W): ``eval.window``, by default the model's
+            training crop (``model.patch_size``).
         policy: metric conventions.
         metrics: metric names to compute per region.
         threshold: probability above which a voxel is predicted in a region.
@@ -66,7 +67,7 @@ class EvalSettings:
             )
         save = ev.get("save_predictions") or {}
         return cls(
-            patch_size=tuple(int(v) for v in config["model"]["patch_size"]),  # type: ignore[arg-type]
+            patch_size=tuple(int(v) for v in ev.get("window") or config["model"]["patch_size"]),
             policy=MetricPolicy(
                 empty=ev.get("empty_policy", "penalty"),
                 hd95_mode=ev.get("hd95_mode", "pooled"),
