@@ -58,8 +58,8 @@ def resolve_root(name: str | DatasetSpec, data_root: str | Path | None = None) -
             return candidate
     where = ", ".join(str(p) for p in looked) if looked else "nowhere"
     hint = (
-        f"pass data_root (the dataset folder or its parent) or set ${DATA_ENV} to a folder with "
-        f"a '{spec.name}' sub-folder"
+        f"pass --data-root / data_root (the dataset folder or its parent) or set ${DATA_ENV} to "
+        f"a folder with a '{spec.name}' sub-folder"
     )
     raise DataRootError(
         f"No data folder for dataset {spec.name!r}: looked in {where} ({hint}). "
