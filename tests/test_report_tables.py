@@ -185,6 +185,18 @@ def test_wilcoxon_batch_equals_single_calls() -> None:
     assert paired_wilcoxon([np.nan], [1.0]) == (pytest.approx(np.nan, nan_ok=True), 0)
 
 
+def test_wilcoxon_small_samples_with_ties_match_scipy() -> None:
+    # n <= 13 with ties: scipy runs a permutation test; ours is a matrix product, same p-values
+    rng = np.random.default_rng(4)
+    pairs = [
+        (rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float))
+        for n in rng.integers(3, 12, 12)
+    ]
+    batch = paired_wilcoxon_many(pairs)
+    single = [paired_wilcoxon(a, b)[0] for a, b in pairs]
+    assert batch == pytest.approx(single, rel=1e-12)
+
+
 def test_bootstrap_seeded_and_covers_mean() -> None:
     rng = np.random.default_rng(2)
     m = rng.normal(80, 5, (40, 15))

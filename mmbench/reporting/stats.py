@@ -5,7 +5,10 @@ Choices (also in ``docs/reports.md``):
 - Wilcoxon signed-rank, paired over the cases both methods were scored on (NaN pairs dropped),
   two-sided, ``zero_method="wilcox"``: a zero difference (e.g. both methods perfect on a case with
   an empty reference) says nothing about which method is better, so it is left out of the ranking.
-  When every difference is zero the p-value is 1.
+  When every difference is zero the p-value is 1. p-values are those of ``scipy.stats.wilcoxon``
+  with ``method="auto"``: exact without ties (n <= 50), normal approximation above 50, and an
+  exhaustive sign-flip permutation test for n <= 13 with ties (computed here in one matrix
+  product, since scipy's batched permutation test took seconds per table).
 - Holm's step-down correction over all comparisons of one table (every subset, the Avg. row, every
   region, every method against the baseline): the family is the table a reader scans.
 - Bootstrap: cases are resampled with replacement (the same draw for every subset of a case, since a
@@ -91,13 +94,45 @@ def paired_wilcoxon_many(pairs: Sequence[tuple[Sequence[float], Sequence[float]]
             p[i] = 1.0
             continue
         diffs.setdefault(d.size, []).append((i, d))
-    for items in diffs.values():
-        index = [i for i, _ in items]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = wilcoxon(np.stack([d for _, d in items]), axis=1, zero_method="wilcox")
-        p[index] = np.atleast_1d(res.pvalue)
+    for m, items in diffs.items():
+        mat = np.stack([d for _, d in items])
+        index = np.array([i for i, _ in items])
+        tied = np.array([np.unique(np.abs(row)).size < m for row in mat])
+        if m <= _SIGN_FLIP_MAX_N and tied.any():
+            # scipy's "auto" would run its (slow, batch-unfriendly) permutation test here
+            p[index[tied]] = _sign_flip_pvalues(mat[tied])
+            mat, index = mat[~tied], index[~tied]
+        if len(index):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = wilcoxon(mat, axis=1, zero_method="wilcox")
+            p[index] = np.atleast_1d(res.pvalue)
     return p
+
+
+_SIGN_FLIP_MAX_N = 13
+"""Below this many non-zero differences with ties, scipy's ``wilcoxon(method="auto")`` uses an
+exhaustive sign-flip permutation test; :func:`_sign_flip_pvalues` computes the same p-values."""
+
+
+def _sign_flip_pvalues(d: np.ndarray) -> np.ndarray:
+    """Two-sided p-values of the signed-rank statistic over all 2**n sign flips, per row.
+
+    Same definition as scipy's permutation test for ``wilcoxon``: twice the smaller one-sided
+    p-value (capped at 1), with scipy's relative tolerance when comparing statistics.
+    """
+    from scipy.stats import rankdata
+
+    n = d.shape[1]
+    ranks = rankdata(np.abs(d), axis=1)
+    observed = np.where(d > 0, ranks, 0.0).sum(axis=1)
+    flips = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+    null = ranks @ flips.T.astype(float)  # rows x 2**n statistics
+    # scipy.stats.permutation_test compares statistics with a relative tolerance of 1e-14
+    gamma = np.abs(1e-14 * observed)[:, None]
+    greater = (null >= observed[:, None] - gamma).mean(axis=1)
+    less = (null <= observed[:, None] + gamma).mean(axis=1)
+    return np.minimum(1.0, 2.0 * np.minimum(greater, less))
 
 
 def bootstrap_avg_ci(
