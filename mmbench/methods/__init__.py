@@ -19,6 +19,7 @@ from mmbench.methods import zerofill as _zerofill  # noqa: E402,F401  isort: ski
 from mmbench.methods import dropout_unet as _dropout_unet  # noqa: E402,F401  isort: skip
 from mmbench.methods import adamm as _adamm  # noqa: E402,F401  isort: skip
 from mmbench.methods import rfnet as _rfnet  # noqa: E402,F401  isort: skip
+from mmbench.methods import uhved as _uhved  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "FAMILIES",
