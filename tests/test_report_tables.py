@@ -138,6 +138,13 @@ def test_mixed_policies_refused() -> None:
         build_table(df, "ds", "hd95")
 
 
+def test_unrecorded_policy_is_said_not_invented() -> None:
+    df = tiny_results()
+    df[["empty_policy", "hd95_mode", "max_distance"]] = np.nan
+    md = to_markdown(build_table(df, "ds", "hd95", n_boot=20))
+    assert "not recorded" in md and "penalty" not in md
+
+
 def test_csv_round_trip(tmp_path) -> None:
     t = build_table(tiny_results(), "ds", "dice", with_std=True, n_boot=20)
     path = tmp_path / "t.csv"

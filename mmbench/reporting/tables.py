@@ -91,7 +91,7 @@ def table_policy(rows: pd.DataFrame) -> tuple[str, str, float] | None:
         MixedPolicyError: when the rows carry more than one convention.
     """
     cols = ["empty_policy", "hd95_mode", "max_distance"]
-    if rows.empty or not set(cols) <= set(rows.columns):
+    if rows.empty or not set(cols) <= set(rows.columns) or rows[cols].isna().all().all():
         return None
     combos = rows[cols].astype(str).drop_duplicates()
     if len(combos) > 1:
@@ -343,6 +343,10 @@ def build_table(
     )
     if policy is not None:
         notes.append(describe_policy(*policy))
+    else:
+        notes.append(
+            "Empty-mask policy, HD95 mode and distance constant: not recorded in the rows."
+        )
     if empty_counts is not None or metric == "hd95":
         notes.append(format_empty_counts(empty_counts))
     return ResultTable(
