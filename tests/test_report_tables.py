@@ -132,6 +132,11 @@ def test_hd95_table_states_policy_and_empty_counts() -> None:
     assert "penalty" in to_latex(t)
 
 
+def test_zero_policy_still_states_distance_constant() -> None:
+    md = to_markdown(build_table(tiny_results("zero"), "ds", "hd95", n_boot=20))
+    assert "zero" in md and "373.13" in md
+
+
 def test_mixed_policies_refused() -> None:
     df = pd.concat([tiny_results("penalty"), tiny_results("zero").assign(method="C")])
     with pytest.raises(MixedPolicyError, match="zero"):

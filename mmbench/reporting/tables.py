@@ -68,7 +68,10 @@ def describe_policy(empty_policy: str, hd95_mode: str, max_distance: float) -> s
             empty=empty_policy, hd95_mode=hd95_mode, max_distance=float(max_distance)
         ).describe()
         if text:
-            return str(text)
+            text = str(text)
+            if f"{float(max_distance):.2f}" not in text:
+                text += f"; D = {float(max_distance):.2f} mm (not used by this policy)"
+            return text
     except Exception:  # noqa: BLE001 - fall back to our own wording on any API mismatch
         pass
     rules = {
