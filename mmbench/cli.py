@@ -93,6 +93,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         include_incomplete=args.include_incomplete,
         plots_enabled=not args.no_plots,
         html=not args.no_html,
+        regions=tuple(args.regions.split(",")),
+        n_boot=args.n_boot,
+        seed=args.seed,
+        qualitative_case=args.case,
     )
     print(summary)
     return 0
@@ -112,15 +116,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         policy=policy,
         out=args.out,
         method=args.method,
+        family=args.family,
         label_convention=args.label_convention,
+        n_jobs=args.n_jobs,
     )
     d = df[df["metric"] == "dice"].groupby("region")["value"].mean()
     print(
         f"scored {df['case'].nunique()} cases × {df['subset'].nunique()} subsets; "
         + ", ".join(f"{r} Dice {v:.3f}" for r, v in d.items())
     )
-    if args.out:
-        print(f"rows written under {args.out}")
+    print(f"rows written under {args.out or 'results/<dataset>/<method>/external'}")
     return 0
 
 
@@ -217,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--include-incomplete", action="store_true", help="also use runs that have not finished"
     )
+    rep.add_argument(
+        "--regions",
+        default="WT,TC,ET",
+        help="comma list of regions (RC or ETpp when they were evaluated)",
+    )
+    rep.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.add_argument("--case", default=None, help="case for the qualitative figure")
     rep.add_argument("--no-plots", action="store_true")
     rep.add_argument("--no-html", action="store_true")
     rep.set_defaults(func=cmd_report)
@@ -235,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--label-convention",
         default="brats2024",
+        choices=["brats2024", "brats2018"],
         help="label values of the predictions: brats2024 (3 = ET) or brats2018 (4)",
     )
     ev.add_argument(
@@ -242,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--hd95-mode", default="pooled", choices=["pooled", "directed-max"])
     ev.add_argument("--max-distance", type=float, default=373.1287)
+    ev.add_argument("--family", default="external", help="family shown in the family view")
+    ev.add_argument("--n-jobs", type=int, default=1, help="workers scoring the metrics")
     ev.set_defaults(func=cmd_evaluate)
 
     data = sub.add_parser("data", help="dataset tools")
