@@ -20,6 +20,9 @@ from mmbench.methods import dropout_unet as _dropout_unet  # noqa: E402,F401  is
 from mmbench.methods import adamm as _adamm  # noqa: E402,F401  isort: skip
 from mmbench.methods import rfnet as _rfnet  # noqa: E402,F401  isort: skip
 from mmbench.methods import uhved as _uhved  # noqa: E402,F401  isort: skip
+from mmbench.methods import mmgan as _mmgan  # noqa: E402,F401  isort: skip
+from mmbench.methods import shaspec as _shaspec  # noqa: E402,F401  isort: skip
+from mmbench.methods import retrieval_knn as _retrieval_knn  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "FAMILIES",
