@@ -477,7 +477,13 @@ class PhantomGenerator:
         enhancing = rng.random() >= GLIOMA_NO_ET_FRACTION
         rim = rng.uniform(0.3, 0.55)  # rim thickness as a fraction of the core radius
         centre = _pick_centre(rng, min_dist=r_core + 10.0, wm_min=0.6)
-        return self._lesion(rng, centre, r_core, r_oed, enhancing, rim, necrotic=enhancing)
+        les = self._lesion(rng, centre, r_core, r_oed, enhancing, rim, necrotic=enhancing)
+        # Patchy enhancement: only where a smooth field exceeds a per-case threshold (38-88 % of
+        # the rim); the rest of the rim is non-enhancing tumour (label 1), which looks like the
+        # enhancing part except in T1ce, so ET cannot be inferred from the core's shape alone.
+        les["patch"] = _SmoothField(rng, centre, r_core * 1.6)
+        les["patch_threshold"] = float(rng.uniform(-1.2, 0.3))
+        return les
 
     def _mets_lesions(self, rng: np.random.Generator) -> list[dict]:
         n = int(rng.integers(1, 6))
@@ -525,6 +531,8 @@ class PhantomGenerator:
         oed: _Blob,
         necro: _Blob | None,
         enhancing: bool,
+        patch: _SmoothField | None = None,
+        patch_threshold: float = 0.0,
     ) -> None:
         """Write one lesion's labels into ``label`` ``(N,)`` in place (points ``(3, N)`` mm)."""
         sel = PhantomGenerator._near(points, oed)
@@ -537,6 +545,8 @@ class PhantomGenerator:
         lab = np.where(in_oed, 2, 0).astype(np.uint8)
         if enhancing:
             lab[in_core] = 3
+            if patch is not None:
+                lab[in_core & (patch(p) < patch_threshold)] = 1
             if necro is not None:
                 # Keep a minimum rim everywhere so the compartments stay nested.
                 lab[in_core & (necro.level(p) < 0) & (f_core < -0.15)] = 1

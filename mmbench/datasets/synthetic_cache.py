@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Bump whenever the generated arrays change for the same parameters (invalidates caches).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 MANIFEST = "phantoms.json"
 #: BraTS 2024 file suffix per canonical modality, then the label.
 FILE_SUFFIXES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f", "seg")
@@ -178,6 +178,10 @@ def _read_manifest(folder: Path) -> dict | None:
         return None
 
 
+def _matches(manifest: dict | None, params: dict) -> bool:
+    return manifest is not None and all(manifest.get(k) == v for k, v in params.items())
+
+
 def _missing_cases(folder: Path, cases: int) -> list[int]:
     return [i for i in range(cases) if not all(f.is_file() for f in case_files(folder, i))]
 
@@ -203,8 +207,7 @@ def ensure_synthetic(
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     params = _params(cases, shape, mode, seed)
     folder = root / cache_key(cases, shape, mode, seed)
-    manifest = _read_manifest(folder)
-    if manifest is not None and all(manifest.get(k) == v for k, v in params.items()):
+    if _matches(_read_manifest(folder), params):
         missing = _missing_cases(folder, cases)
         if missing:
             _generate(folder, params, missing, n_jobs, progress)
@@ -213,14 +216,15 @@ def ensure_synthetic(
     tmp = root / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
     try:
         _generate(tmp, params, list(range(cases)), n_jobs, progress)
+        if _matches(_read_manifest(folder), params):
+            return folder  # another process finished the same folder meanwhile
         if folder.exists():
             shutil.rmtree(folder)
         try:
             os.rename(tmp, folder)
         except OSError:
             # Another process finished first; use its copy if valid.
-            other = _read_manifest(folder)
-            if other is None or any(other.get(k) != v for k, v in params.items()):
+            if not _matches(_read_manifest(folder), params):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
