@@ -12,6 +12,15 @@ from mmbench.methods.adamm import AdaMM, AdaMMNoBBDM, AdaMMNoGARM, AdaMMNoLGRM, 
 S = 16
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs run several times faster on one thread, above all on shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def config(**options) -> MethodConfig:
     return MethodConfig(width=4, patch_size=(S, S, S), total_steps=100, options=dict(options))
 
@@ -159,8 +168,8 @@ def test_faithful_and_fixed_differ_where_they_should() -> None:
 
 
 def test_discriminator_adam_persists_across_steps_and_faithful_resets_it() -> None:
-    b = batch(Subset.parse("T2"))
-    for variant, expected_step in [("fixed", 3.0), ("faithful", 1.0)]:
+    b = batch(Subset.parse("T2"), n=1)
+    for variant, expected_step in [("fixed", 2.0), ("faithful", 1.0)]:
         torch.manual_seed(0)
         model = AdaMM(config(variant=variant)).train()
         opts = model.configure_optimizers(1e-3, 0.0)
@@ -168,7 +177,7 @@ def test_discriminator_adam_persists_across_steps_and_faithful_resets_it() -> No
         disc_ids = {id(p) for p in model.disc.parameters()}
         main_ids = {id(p) for g in opts["main"].param_groups for p in g["params"]}
         assert not disc_ids & main_ids
-        train_steps(model, opts, b, 3)
+        train_steps(model, opts, b, 2)
         state = opts["disc"].state_dict()["state"]
         assert state and all(float(s["step"]) == expected_step for s in state.values()), variant
 
@@ -188,13 +197,12 @@ def test_losses_go_to_their_optimisers_only() -> None:
     assert "main" in opts and "disc" in opts
 
 
-@pytest.mark.parametrize("cls", [AdaMM, SMUNet])
-def test_toy_problem_loss_decreases(cls) -> None:
+def test_toy_problem_loss_decreases() -> None:
     torch.manual_seed(0)
-    model = cls(config()).train()
+    model = AdaMM(config()).train()
     opts = model.configure_optimizers(3e-3, 0.0)
-    b = batch(Subset.parse("T1ce+FLAIR"))
-    logs = train_steps(model, opts, b, 30)
+    b = batch(Subset.parse("T1ce+FLAIR"), n=1)
+    logs = train_steps(model, opts, b, 24)
     first = sum(log["log/seg"] for log in logs[:3]) / 3
     last = sum(log["log/seg"] for log in logs[-3:]) / 3
     assert last < 0.8 * first, (first, last)

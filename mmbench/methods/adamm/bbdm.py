@@ -34,14 +34,15 @@ from torch.nn import functional as F
 
 def content_loss(content_t: Tensor, content_s: Tensor) -> Tensor:
     """MSE between N×C×… content tensors → scalar."""
-    return F.mse_loss(content_s, content_t)
+    return F.mse_loss(content_s.float(), content_t.float())
 
 
 def gram(x: Tensor, y: Tensor | None = None) -> Tensor:
     """(Cross-)Gram matrix per sample: N×C×… (and N×C'×…) → N×C×C', normalised by C·V."""
     y = x if y is None else y
-    a, b = x.flatten(2), y.flatten(2)
-    return a @ b.transpose(1, 2) / (a.shape[1] * a.shape[2])
+    a, b = x.flatten(2).float(), y.flatten(2).float()
+    with torch.autocast(a.device.type, enabled=False):  # fp32 even under autocast
+        return a @ b.transpose(1, 2) / (a.shape[1] * a.shape[2])
 
 
 def gram_loss(style_t: Tensor, style_s: Tensor) -> Tensor:
@@ -115,12 +116,13 @@ class StyleDiscriminator(nn.Module):
 def generator_adversarial_loss(disc: nn.Module, style_s: Tensor) -> Tensor:
     """BCE-with-logits(D(style_S), teacher label 1) → scalar (the student's side)."""
     logits = disc(style_s)
+    logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
 def discriminator_loss(disc: nn.Module, style_t: Tensor, style_s: Tensor) -> Tensor:
     """BCE(D(style_T), 1) + BCE(D(style_S), 0) on detached inputs → scalar."""
-    lt, ls = disc(style_t.detach()), disc(style_s.detach())
+    lt, ls = disc(style_t.detach()).float(), disc(style_s.detach()).float()
     return F.binary_cross_entropy_with_logits(
         lt, torch.ones_like(lt)
     ) + F.binary_cross_entropy_with_logits(ls, torch.zeros_like(ls))

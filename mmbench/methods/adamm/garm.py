@@ -83,7 +83,9 @@ class NodeAligner(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """N×C×V → (logits N×K×V, nodes N×K×C); see :func:`soft_assign`."""
-        return soft_assign(x, self.anchors, torch.sigmoid(self.width_logits))
+        # fp32 even under autocast: the expanded squared distance cancels badly in bf16.
+        with torch.autocast(x.device.type, enabled=False):
+            return soft_assign(x.float(), self.anchors, torch.sigmoid(self.width_logits))
 
 
 def cosine_adjacency(tokens: Tensor, threshold: float) -> Tensor:
