@@ -2,11 +2,11 @@
 both losses (each into its own optimiser's parameters, as the training loop does) and both Adam
 steps.
 
-Run: ``python benchmarks/adamm_step.py [--width 16] [--cpu-size 64] [--warmup 2] [--steps 5]
-[--threads N] [--subset T1ce+FLAIR]``
+Run: ``python benchmarks/adamm_step.py [--width 16] [--cpu-size 64] [--batch 1] [--warmup 2]
+[--steps 5] [--threads N] [--subset T1ce+FLAIR]``
 
-- CPU: batch 1, a ``--cpu-size``³ crop (default 64³), median of ``--steps`` timed steps after
-  ``--warmup`` untimed ones; prints torch's thread count.
+- CPU: batch ``--batch`` (1), a ``--cpu-size``³ crop (default 64³), median of ``--steps``
+  timed steps after ``--warmup`` untimed ones; prints torch's thread count.
 - CUDA (when available): the paper's 160×192×128 crop, batch 1, fp32; skipped with a message
   otherwise.
 
@@ -28,10 +28,12 @@ from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.adamm import AdaMM
 
 
-def make_batch(shape: tuple[int, int, int], subset: Subset, device: torch.device) -> dict:
+def make_batch(
+    shape: tuple[int, int, int], subset: Subset, device: torch.device, n: int = 1
+) -> dict:
     g = torch.Generator().manual_seed(0)
-    full = torch.randn(1, 4, *shape, generator=g)
-    comp = torch.zeros(1, 3, *shape)
+    full = torch.randn(n, 4, *shape, generator=g)
+    comp = torch.zeros(n, 3, *shape)
     d, h, w = shape
     comp[:, 1, d // 4 : 3 * d // 4, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1
     comp[:, 2, 3 * d // 8 : 5 * d // 8, 3 * h // 8 : 5 * h // 8, 3 * w // 8 : 5 * w // 8] = 1
@@ -52,12 +54,13 @@ def time_steps(
     warmup: int,
     steps: int,
     subset: Subset,
+    n: int = 1,
 ) -> list[float]:
     torch.manual_seed(0)
     model = AdaMM(MethodConfig(width=width, patch_size=shape, total_steps=1000)).to(device).train()
     opts = model.configure_optimizers(lr=1e-4, weight_decay=1e-5)
     groups = {k: [p for g in o.param_groups for p in g["params"]] for k, o in opts.items()}
-    batch = make_batch(shape, subset, device)
+    batch = make_batch(shape, subset, device, n)
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--subset", default="T1ce+FLAIR")
+    parser.add_argument("--batch", type=int, default=1, help="CPU batch size")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,9 +97,11 @@ def main() -> None:
         f"threads {torch.get_num_threads()}, C0 = {args.width}, subset {subset}"
     )
     shape = (args.cpu_size,) * 3
-    t = time_steps(args.width, shape, torch.device("cpu"), args.warmup, args.steps, subset)
+    t = time_steps(
+        args.width, shape, torch.device("cpu"), args.warmup, args.steps, subset, args.batch
+    )
     print(
-        f"CPU  {shape} batch 1: median {statistics.median(t):.3f} s "
+        f"CPU  {shape} batch {args.batch}: median {statistics.median(t):.3f} s "
         f"(min {min(t):.3f}, max {max(t):.3f}, {len(t)} steps after {args.warmup} warm-up)"
     )
     if torch.cuda.is_available():
