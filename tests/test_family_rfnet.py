@@ -61,7 +61,9 @@ def test_forward_outputs_per_scale() -> None:
     assert out["logits"].shape == (2, 3, *PATCH)
     assert [r.shape[-1] for r in out["region_logits"]] == [16, 8, 4]
     assert all(r.shape[1] == 4 for r in out["region_logits"])
-    assert len(out["aux_logits"]) == 2
+    assert out["aux_logits"].shape == (1, 2, 3, *PATCH)  # one random modality per sample
+    every = build(aux_all=True)(make_batch(subset)["image"], [1, 3], aux=True)["aux_logits"]
+    assert every.shape == (2, 2, 3, *PATCH)
 
 
 def test_gradients_reach_present_encoders_only() -> None:
