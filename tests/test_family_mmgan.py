@@ -49,7 +49,7 @@ def test_stages_generator_then_segmenter() -> None:
     assert stages[0].optimizers == ("gen", "disc") and not stages[0].select_on_val
     assert stages[1].optimizers == ("seg",) and stages[1].select_on_val
     assert build(adversarial=False).stages()[0] == Stage(
-        "synthesis", ("gen",), fraction=0.4, select_on_val=False
+        "synthesis", ("gen",), fraction=0.3, select_on_val=False
     )
     assert build(adversarial=False).discriminator is None
 

@@ -95,7 +95,7 @@ class MMGAN(Strategy):
     discriminator does.
 
     Staging: stage ``synthesis`` trains generator and discriminator (``synthesis_fraction`` of
-    the steps, 0.4, no checkpoint selection); stage ``segment`` trains the segmenter (the shared
+    the steps, 0.3, no checkpoint selection); stage ``segment`` trains the segmenter (the shared
     :class:`UNet3D`) on the imputed volumes with the generator frozen, with checkpoint selection on
     val. Both stages see the loop's random subsets.
 
@@ -115,7 +115,7 @@ class MMGAN(Strategy):
         self.adversarial = bool(config.option("adversarial", True))
         self.present_weight = float(config.option("present_weight", 0.2))
         self.adv_weight = float(config.option("adv_weight", 0.02))
-        self.synthesis_fraction = float(config.option("synthesis_fraction", 0.4))
+        self.synthesis_fraction = float(config.option("synthesis_fraction", 0.3))
         self.stride = 2**depth
         # Three stride-2 layers as in pix2pix, fewer for tiny patches (instance norm needs more
         # than one voxel).
