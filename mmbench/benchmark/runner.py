@@ -123,6 +123,7 @@ def prepare_data(
     split_path: Path | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> DataBundle:
     """Discover, validate, split and (lazily) preprocess a dataset for a set of runs.
 
@@ -176,7 +177,9 @@ def prepare_data(
 
     pre = build_preprocess(index.spec, normalization=str(ds.get("normalization", "zscore")))
     cache = str(ds.get("cache", "memory"))
-    cache_dir = root / ".mmbench_cache" if cache == "disk" else None
+    # The disk cache goes beside the results: a downloaded data root may be read-only.
+    if cache == "disk" and cache_dir is None:
+        cache_dir = Path("results") / ".cache" / dataset
     workers = int(config["train"].get("num_workers") or 0)
 
     def cached(ids: Sequence[str]) -> Any:
@@ -532,7 +535,13 @@ def run_benchmark(
     ]
     split_path = next((p for p in existing if p.exists()), None)
     bundle = prepare_data(
-        dataset, config, data_root, split_path=split_path, log=log, progress=progress
+        dataset,
+        config,
+        data_root,
+        split_path=split_path,
+        log=log,
+        progress=progress,
+        cache_dir=out / ".cache" / dataset,
     )
     summaries = []
     for seed in seeds:
