@@ -9,7 +9,9 @@ parameters).
 
 Adapter(c): 1×1 conv c→h → GELU → 1×1 conv h→c → dropout → + input. The spec's hidden width is
 64 at C0 = 16; here h = 4·C0 so that it scales with the preset's width (64 at C0 = 16). The
-dropout rate is not given by the spec; 0.1 (option ``adapter_dropout``).
+dropout rate is not given by the spec; 0.1 (option ``adapter_dropout``). The second conv is
+zero-initialised (the usual adapter init; the spec gives none), so every adapter starts as the
+identity.
 
 Per set (at C0 = 16: 134,288 parameters, as the reference): encoder adapters enc1 (2C0), enc2
 (4C0), enc3 (8C0), enc4 (8C0), decoder adapters dec64 (4C0), dec32 (2C0), dec16 (C0), a
@@ -35,6 +37,10 @@ class Adapter(nn.Module):
         self.act = nn.GELU()
         self.up = nn.Conv3d(hidden, channels, 1)
         self.drop = nn.Dropout(dropout)
+        # Zero-initialised output projection: each adapter starts as the identity, so a subset's
+        # adapters (trained on ~1/14 of the steps) begin from the shared network's features.
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.drop(self.up(self.act(self.down(x))))
