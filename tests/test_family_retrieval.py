@@ -49,7 +49,7 @@ def fit(model: RetrievalKNN, n_batches: int = 3) -> None:
 def test_stages_train_then_fit_the_bank() -> None:
     stages = build().stages()
     assert [(s.name, s.kind) for s in stages] == [("train", "gradient"), ("bank", "fit")]
-    assert not any(s.select_on_val for s in stages)
+    assert stages[0].select_on_val and not stages[1].select_on_val
 
 
 def test_bank_is_bounded_and_keeps_brain_locations_only() -> None:

@@ -231,3 +231,34 @@ def test_full_only_strategies_train_on_the_full_set(tmp_path) -> None:
 
     Trainer(Spy(MethodConfig()), TRAIN, tmp_path, batches, progress=False, log=lambda s: None).fit()
     assert seen and all(s == FULL for s in seen)
+
+
+def test_fit_stage_after_selection_is_refitted_on_the_best_weights(tmp_path) -> None:
+    class Banked(Linear):
+        def __init__(self, config):
+            super().__init__(config)
+            self.register_buffer("bank", torch.zeros(3))
+
+        def stages(self):
+            return [Stage("train", ("main",)), Stage("bank", (), kind="fit")]
+
+        def fit(self, batches, ctx):
+            self.bank.copy_(self.conv.bias.detach())  # what fit builds depends on the weights
+
+    scores = iter([0.9, 0.1])  # the best weights are the early ones
+    model = Banked(MethodConfig())
+    trainer = Trainer(
+        model,
+        {**TRAIN, "steps": 4, "val_every": 2},
+        tmp_path,
+        batches,
+        fit_batches=lambda: iter([]),
+        validator=lambda m: next(scores),
+        progress=False,
+        log=lambda s: None,
+    )
+    trainer.fit()
+    trainer.load_best()
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]
+    assert torch.equal(model.conv.bias, best["conv.bias"])
+    assert torch.equal(model.bank, best["conv.bias"])  # refitted, not the pre-fit zeros

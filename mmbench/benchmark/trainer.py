@@ -114,6 +114,7 @@ class TrainerState:
     fitted: list[str] = field(default_factory=list)  # fit stages done
     best_score: float = -math.inf
     best_step: int = -1
+    best_stage: int = -1  # stage index the best weights were saved in
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -255,11 +256,20 @@ class Trainer:
         return True
 
     def load_best(self) -> None:
-        """Load the weights selected on the val split, if any were selected."""
+        """Load the weights selected on the val split, if any were selected.
+
+        Fit stages that ran after the selected weights were saved (e.g. a retrieval bank built
+        after training) are fitted again on those weights, so that what they fitted matches them.
+        """
         path = self.ckpt_dir / CHECKPOINT_BEST
-        if path.exists():
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
-            self.strategy.load_state_dict(ckpt["model"])
+        if not path.exists():
+            return
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        self.strategy.load_state_dict(ckpt["model"])
+        best_stage = int(ckpt["state"].get("best_stage", -1))
+        for stage in self.stages[best_stage + 1 :]:
+            if stage.kind == "fit":
+                self._run_fit(stage, record=False)
 
     # --------------------------------------------------------------------------- logging
     def _truncate_log(self, step: int) -> None:
@@ -343,6 +353,7 @@ class Trainer:
         improved = score > self.state.best_score
         if improved:
             self.state.best_score, self.state.best_step = score, self.state.step
+            self.state.best_stage = self.state.stage_index
         self.log(
             f"{self.strategy.name} step {self.state.step}: val score {score:.4f}"
             + (" (best)" if improved else f" (best {self.state.best_score:.4f})")
@@ -393,7 +404,7 @@ class Trainer:
         self.state.stage_step = 0
         self.save()
 
-    def _run_fit(self, stage: Stage) -> None:
+    def _run_fit(self, stage: Stage, record: bool = True) -> None:
         if self.fit_batches is None:
             raise RuntimeError(f"{self.strategy.name} has a fit stage but no fit data was given")
         ctx = StepContext(self.state.step, self.total_steps, stage.name, 0, 0, FULL)
@@ -401,7 +412,8 @@ class Trainer:
         with torch.no_grad():
             self.strategy.fit(self.fit_batches(), ctx)
         self.strategy.train()
-        self.state.fitted.append(stage.name)
+        if record:
+            self.state.fitted.append(stage.name)
         self.log(f"{self.strategy.name}: fitted stage {stage.name!r}")
 
     def _train_step(self, stage: Stage, n_steps: int, log_every: int) -> None:

@@ -99,9 +99,9 @@ class RetrievalKNN(Strategy):
     # ----------------------------------------------------------------------------- staging
     def stages(self) -> list[Stage]:
         return [
-            # No checkpoint selection: the loop would reload weights selected before the bank
-            # existed (an empty bank, or one built from other weights).
-            Stage("train", ("main",), select_on_val=False),
+            # Selection on val happens before the bank exists (absent slots take the mean of the
+            # available features then); the loop rebuilds the bank on the selected weights.
+            Stage("train", ("main",)),
             Stage("bank", (), fraction=0.0, kind="fit", select_on_val=False),
         ]
 
