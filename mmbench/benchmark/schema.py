@@ -55,5 +55,16 @@ ENVIRONMENT_FILE = "environment.json"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINT_DIR = "checkpoints"
 
+FAMILIES: tuple[str, ...] = (
+    "data-generation",
+    "feature-generation",
+    "sample-retrieval",
+    "robustness-enhancement",
+    "multi-task",
+    "knowledge-distillation",
+    "reference",
+)
+"""The six families of the AdaMM paper, plus ``reference`` for lower/upper bounds (table order)."""
+
 REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 """Default evaluated regions, in table order."""

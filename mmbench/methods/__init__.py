@@ -4,8 +4,8 @@
 imports every built-in strategy module so that their ``@register`` decorators run.
 """
 
+from mmbench.benchmark.schema import FAMILIES
 from mmbench.methods.base import (
-    FAMILIES,
     REGION_CHANNELS,
     MethodConfig,
     Stage,

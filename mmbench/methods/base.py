@@ -52,17 +52,6 @@ from torch import Tensor, nn
 
 from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
 
-FAMILIES: tuple[str, ...] = (
-    "data-generation",
-    "feature-generation",
-    "sample-retrieval",
-    "robustness-enhancement",
-    "multi-task",
-    "knowledge-distillation",
-    "reference",
-)
-"""The six families of the AdaMM paper, plus ``reference`` for lower/upper bounds."""
-
 REGION_CHANNELS: tuple[str, ...] = ("WT", "TC", "ET")
 """Channel order of ``predict``'s output."""
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from mmbench.methods.base import FAMILIES, MethodConfig, Strategy
+from mmbench.benchmark.schema import FAMILIES
+from mmbench.methods.base import MethodConfig, Strategy
 
 ENTRY_POINT_GROUP = "mmbench.methods"
 

@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmbench.benchmark.schema import FAMILIES
 from mmbench.reporting.tables import AVG, ResultTable, tex_escape
 
-# Mirrors mmbench.methods.base.FAMILIES (importing it would pull torch into every report).
-FAMILY_ORDER: tuple[str, ...] = (
-    "data-generation",
-    "feature-generation",
-    "sample-retrieval",
-    "robustness-enhancement",
-    "multi-task",
-    "knowledge-distillation",
-    "reference",
-)
+FAMILY_ORDER: tuple[str, ...] = FAMILIES
 
 
 def method_families(df: pd.DataFrame) -> dict[str, str]:
