@@ -12,6 +12,9 @@ import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
 from mmbench.reporting import plots
+from mmbench.reporting.external import (  # noqa: F401  re-exported: mmbench evaluate
+    evaluate_prediction_dir as evaluate_predictions,
+)
 from mmbench.reporting.family import (
     family_sort_key,
     family_view,
@@ -260,38 +263,3 @@ def _md_frame(heading: str, frame: pd.DataFrame, notes: Sequence[str]) -> str:
     from mmbench.reporting.family import frame_to_markdown
 
     return frame_to_markdown(frame, heading, notes)
-
-
-def evaluate_predictions(
-    pred_dir: str | Path,
-    dataset: str,
-    data_root: str | Path | None = None,
-    policy: object | None = None,
-    out: str | Path | None = None,
-    method: str | None = None,
-    family: str = "external",
-    label_convention: str = "brats2024",
-    regions: Sequence[str] = REGIONS,
-    n_jobs: int = 1,
-    results_root: str | Path = "results",
-) -> pd.DataFrame:
-    """Score predictions made outside mmbench and write them as a run folder.
-
-    See :func:`mmbench.reporting.external.evaluate_prediction_dir` for the arguments and
-    :mod:`mmbench.reporting.external` for the file naming convention.
-    """
-    from mmbench.reporting.external import evaluate_prediction_dir
-
-    return evaluate_prediction_dir(
-        pred_dir,
-        dataset,
-        data_root=data_root,
-        policy=policy,
-        out=out,
-        method=method,
-        family=family,
-        label_convention=label_convention,
-        regions=regions,
-        n_jobs=n_jobs,
-        results_root=results_root,
-    )
