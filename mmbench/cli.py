@@ -39,6 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         overrides=args.set,
         progress=not args.no_progress,
+        jobs=args.jobs,
     )
     print()
     print(summary_table(summaries))
@@ -48,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from mmbench.datasets import get_dataset, list_datasets
-    from mmbench.methods import create, list_methods, method_info
+    from mmbench.methods import METHOD_GROUPS, create, list_methods, method_group, method_info
 
     methods = []
     for name in list_methods():
@@ -65,14 +66,24 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
         )
     datasets = [{"name": n, "description": get_dataset(n).description} for n in list_datasets()]
+    groups = [
+        {"name": g, "description": text, "methods": method_group(g)}
+        for g, text in METHOD_GROUPS.items()
+    ]
     if args.json:
         print(
-            json.dumps({"methods": methods, "datasets": datasets, "preset": args.preset}, indent=2)
+            json.dumps(
+                {"methods": methods, "groups": groups, "datasets": datasets, "preset": args.preset},
+                indent=2,
+            )
         )
         return 0
     print(f"Methods (parameters used at inference, preset {args.preset}):")
     for m in methods:
         print(f"  {m['name']:<16} {m['family']:<24} {m['params']:>11,d}  {m['paper']}")
+    print("Groups (--methods):")
+    for g in groups:
+        print(f"  {g['name']:<16} {g['description']}: {', '.join(g['methods'])}")
     print("Datasets:")
     for d in datasets:
         print(f"  {d['name']:<16} {d['description']}")
@@ -167,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate methods on all 15 modality subsets")
-    run.add_argument("--methods", default="all", help="'all' or NAME[,NAME...] (see mmbench list)")
+    run.add_argument(
+        "--methods",
+        default="all",
+        help="NAME[,NAME...] or a group: all (the family comparison), ablations (see mmbench list)",
+    )
     run.add_argument(
         "--dataset",
         default="synthetic",
@@ -191,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a preset key, e.g. train.steps=200 (repeatable)",
+    )
+    run.add_argument(
+        "--jobs",
+        default=None,
+        help="runs trained at once, in separate processes: N or auto (default: the preset's)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)

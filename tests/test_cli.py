@@ -100,6 +100,8 @@ def test_list_json(capsys) -> None:
     assert {"zerofill", "dropout-unet"} <= names
     for m in data["methods"]:
         assert m["family"] and m["paper"] and m["params"] > 0
+    groups = {g["name"]: g["methods"] for g in data["groups"]}
+    assert "adamm-no-garm" in groups["ablations"] and "adamm-no-garm" not in groups["all"]
     assert {d["name"] for d in data["datasets"]} == {
         "brats2018",
         "brats2024",
@@ -114,6 +116,8 @@ def test_list_json(capsys) -> None:
         (["run", "--methods", "nope"], "zerofill"),
         (["run", "--dataset", "brats2025"], "brats2024"),
         (["run", "--set", "train.stepz=3"], "train.steps"),
+        (["run", "--jobs", "0"], "auto"),
+        (["run", "--methods", "zerofill,ablation"], "ablations"),
         (["run", "--dataset", "brats2018", "--data-root", "/nonexistent/mmbench"], "brats2018"),
     ],
 )
@@ -145,6 +149,40 @@ def test_killed_run_resumes_to_identical_results(
     pd.testing.assert_frame_equal(a, b)
     log = pd.read_csv(run_dir / "train_log.csv")
     assert log["step"].tolist() == sorted(set(log["step"]))
+
+
+def test_parallel_runs_match_sequential_runs_and_resume_after_a_kill(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``--jobs 2`` trains the runs in two processes; with the same torch thread count the
+    results are those of one-at-a-time runs, summaries come back in the order given, and a
+    worker killed during training fails the command (exit 2) and resumes on a rerun."""
+    one_thread = ["--set", "train.threads=1"]
+
+    def run(out: Path, jobs: str) -> int:
+        args = ["run", "--methods", "dropout-unet,zerofill", "--out", str(out), "--jobs", jobs]
+        return main([*args, *SMOKE, *one_thread])
+
+    sequential, parallel, killed = tmp_path / "seq", tmp_path / "par", tmp_path / "killed"
+    assert run(sequential, "1") == 0
+    assert run(parallel, "2") == 0
+    printed = capsys.readouterr().out
+    assert "2 at a time, 1 torch thread(s) each" in printed
+    table = printed[printed.rindex("method ") :]
+    assert table.index("dropout-unet") < table.index("zerofill")
+
+    monkeypatch.setenv("MMBENCH_KILL_AT", "train:3")
+    assert run(killed, "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert "exit code 137" in err and "\n" not in err
+    monkeypatch.delenv("MMBENCH_KILL_AT")
+    assert run(killed, "2") == 0
+    for method in ("zerofill", "dropout-unet"):
+        expected = metrics(sequential, method)
+        pd.testing.assert_frame_equal(expected, metrics(parallel, method))
+        pd.testing.assert_frame_equal(expected, metrics(killed, method))
+        run_dir = parallel / "synthetic" / method / "seed0-fold0"
+        assert json.loads((run_dir / "environment.json").read_text())["torch_threads"] == 1
 
 
 def test_data_synth_then_check_json(tmp_path: Path, capsys) -> None:

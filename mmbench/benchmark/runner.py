@@ -12,10 +12,13 @@ checkpoint and evaluation from the last finished case, and skips finished runs.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import platform
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -37,7 +40,7 @@ from mmbench.benchmark.schema import REGIONS
 from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, Subset, as_subset
 from mmbench.benchmark.trainer import Trainer, collate, pick_device
 from mmbench.methods import create as create_method
-from mmbench.methods import list_methods, method_info
+from mmbench.methods import method_info, resolve_methods
 
 TARGET_KEYS = ("image", "regions", "compartments")
 
@@ -79,17 +82,6 @@ class RunSummary:
     metrics: pd.DataFrame = field(repr=False)
 
 
-def resolve_methods(names: str | Sequence[str]) -> list[str]:
-    """``"all"``, ``"a,b"`` or a list → registered names; unknown names raise ``ValueError``."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    if list(names) == ["all"]:
-        return list_methods()
-    for n in names:
-        method_info(n)  # raises with the valid names
-    return list(names)
-
-
 def _data_root(
     dataset: str,
     data_root: str | Path | None,
@@ -124,11 +116,14 @@ def prepare_data(
     log: Callable[[str], None] = print,
     progress: bool = True,
     cache_dir: Path | None = None,
+    split: Any = None,
+    cache: str | None = None,
 ) -> DataBundle:
     """Discover, validate, split and (lazily) preprocess a dataset for a set of runs.
 
-    ``split_path``: an existing ``split.json`` to reuse (resume); otherwise ``split.file`` from
-    the config, otherwise a seeded split from ``split.*``.
+    ``split``: a :class:`mmbench.datasets.Split` to use as is; otherwise ``split_path``, an
+    existing ``split.json`` to reuse (resume); otherwise ``split.file`` from the config,
+    otherwise a seeded split from ``split.*``. ``cache`` overrides ``dataset.cache``.
     """
     from mmbench.datasets import (
         Split,
@@ -145,7 +140,9 @@ def prepare_data(
     for problem in index.problems:
         log(f"warning: left out {problem.case}: {problem.file}: {problem.problem}")
     sp = config["split"]
-    if split_path is not None and Path(split_path).exists():
+    if split is not None:
+        split.check(index.case_ids)
+    elif split_path is not None and Path(split_path).exists():
         split = Split.from_json(split_path)
         split.check(index.case_ids)
     elif sp.get("file"):
@@ -176,7 +173,7 @@ def prepare_data(
         return out
 
     pre = build_preprocess(index.spec, normalization=str(ds.get("normalization", "zscore")))
-    cache = str(ds.get("cache", "memory"))
+    cache = cache or str(ds.get("cache", "memory"))
     # The disk cache goes beside the results: a downloaded data root may be read-only.
     if cache == "disk" and cache_dir is None:
         cache_dir = Path("results") / ".cache" / dataset
@@ -336,6 +333,10 @@ def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     c.get("eval", {}).pop("save_predictions", None)
     c.get("eval", {}).pop("n_jobs", None)
     c.pop("seeds", None)
+    # How the work is spread over processes and threads does not change what is computed.
+    c.pop("jobs", None)
+    c.get("train", {}).pop("threads", None)
+    c.get("eval", {}).pop("sw_batch_size", None)
     return c
 
 
@@ -500,6 +501,30 @@ def _summary(
     )
 
 
+def resolve_jobs(jobs: int | str | None, n_runs: int, device: torch.device) -> int:
+    """How many runs train at once: ``auto`` is one on a GPU (the runs would share it) and, on
+    a CPU, one per core up to the number of runs; an integer is taken as is."""
+    if jobs is None or jobs == "auto":
+        if device.type != "cpu":
+            return 1
+        return max(1, min(n_runs, available_cores()))
+    try:
+        value = int(jobs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"jobs takes a positive integer or 'auto', got {jobs!r}") from exc
+    if value < 1:
+        raise ConfigError(f"jobs takes a positive integer or 'auto', got {jobs!r}")
+    return value
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def run_benchmark(
     methods: str | Sequence[str],
     dataset: str = "synthetic",
@@ -510,8 +535,15 @@ def run_benchmark(
     overrides: Sequence[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    jobs: int | str | None = None,
 ) -> list[RunSummary]:
     """Train and evaluate each method (× seed) in its own run folder; see the module docstring.
+
+    ``methods``: names and groups (:data:`mmbench.methods.METHOD_GROUPS`). ``jobs``: runs
+    trained at once in separate processes (default: the config's ``jobs``, see
+    :func:`resolve_jobs`); with more than one, each process gets ``train.threads`` torch threads,
+    by default the cores divided among the jobs, and progress bars give way to one line per
+    finished run. Summaries come back in the order of ``methods`` × ``seeds`` either way.
 
     Raises:
         ValueError: unknown method or dataset, invalid override (:class:`ConfigError`), missing
@@ -524,15 +556,21 @@ def run_benchmark(
     config = apply_overrides(load_config(preset), list(overrides or []))
     if seeds is None:
         seeds = [int(s) for s in config.get("seeds") or [0]]
+    units = [(name, int(seed)) for seed in seeds for name in names]
+    device = pick_device(config["train"].get("device"))
+    n_jobs = min(
+        resolve_jobs(jobs if jobs is not None else config.get("jobs"), len(units), device),
+        len(units),
+    )
     threads = config["train"].get("threads")
+    if n_jobs > 1 and not threads:
+        threads = max(1, available_cores() // n_jobs)
     if threads:
         torch.set_num_threads(int(threads))
     fold = int(config["split"].get("fold") or 0)
     out = Path(out)
     # Reuse a split already written by an earlier (interrupted) invocation of the same runs.
-    existing = [
-        run_dir_for(out, dataset, m, s, fold) / schema.SPLIT_FILE for m in names for s in seeds
-    ]
+    existing = [run_dir_for(out, dataset, m, s, fold) / schema.SPLIT_FILE for m, s in units]
     split_path = next((p for p in existing if p.exists()), None)
     bundle = prepare_data(
         dataset,
@@ -542,12 +580,120 @@ def run_benchmark(
         log=log,
         progress=progress,
         cache_dir=out / ".cache" / dataset,
+        # Parallel runs preprocess in their own processes; this one only splits.
+        cache="none" if n_jobs > 1 else None,
     )
-    summaries = []
-    for seed in seeds:
-        for name in names:
-            summaries.append(run_one(name, bundle, config, int(seed), out, preset, progress, log))
-    return summaries
+    if n_jobs == 1:
+        return [run_one(m, bundle, config, s, out, preset, progress, log) for m, s in units]
+    log(f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) each")
+    task = {
+        "dataset": dataset,
+        "data_root": str(bundle.root),
+        "split": bundle.split,
+        "config": config,
+        "out": str(out),
+        "preset": preset,
+        "threads": int(threads),
+    }
+    return run_parallel(units, task, n_jobs, log)
+
+
+def run_parallel(
+    units: Sequence[tuple[str, int]],
+    task: Mapping[str, Any],
+    n_jobs: int,
+    log: Callable[[str], None] = print,
+) -> list[RunSummary]:
+    """Run ``(method, seed)`` units in at most ``n_jobs`` spawned processes at a time.
+
+    Each process runs :func:`run_one` (no progress bars) and sends back its summary or its error.
+    The first error stops the other processes and is raised here with the worker's traceback as
+    its cause; a process that dies without reporting (killed, out of memory) raises
+    :class:`RunError`. Runs write checkpoints and results atomically, so stopping them loses at
+    most the steps since their last checkpoint and a rerun resumes them.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(units)
+    running: dict[tuple[str, int], tuple[Any, Any]] = {}
+    results: dict[tuple[str, int], RunSummary] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < n_jobs:
+                unit = queue.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                process = ctx.Process(
+                    target=_worker, args=(unit[0], unit[1], task, send), name=f"mmbench-{unit[0]}"
+                )
+                process.start()
+                send.close()
+                running[unit] = (process, receive)
+            for unit, (process, receive) in list(running.items()):
+                alive = process.is_alive()
+                if not receive.poll():
+                    if alive:
+                        continue
+                    message = None
+                else:
+                    try:
+                        message = receive.recv()
+                    except EOFError:  # the process closed its end without reporting
+                        message = None
+                process.join()
+                del running[unit]
+                if message is None:
+                    raise RunError(
+                        f"{unit[0]} seed {unit[1]}: its process stopped with exit code "
+                        f"{process.exitcode} before finishing; rerun the command to resume"
+                    )
+                status, payload, trace = message
+                if status == "error":
+                    raise payload from RuntimeError(f"in the run of {unit[0]}:\n{trace}")
+                results[unit] = payload
+                log(
+                    f"finished {unit[0]} seed {unit[1]} ({len(results)}/{len(units)}): "
+                    f"train {payload.train_seconds:.0f} s, evaluate {payload.eval_seconds:.0f} s"
+                )
+            time.sleep(0.1)
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+            process.join()
+    return [results[u] for u in units]
+
+
+def _worker(method: str, seed: int, task: Mapping[str, Any], send: Any) -> None:
+    """Body of a :func:`run_parallel` process: one run, then ``(status, payload, traceback)``."""
+    try:
+        torch.set_num_threads(int(task["threads"]))
+        config = task["config"]
+        bundle = prepare_data(
+            task["dataset"],
+            config,
+            task["data_root"],
+            split=task["split"],
+            log=lambda _: None,
+            progress=False,
+            cache_dir=Path(task["out"]) / ".cache" / task["dataset"],
+        )
+        summary = run_one(
+            method,
+            bundle,
+            config,
+            seed,
+            Path(task["out"]),
+            task["preset"],
+            progress=False,
+            log=lambda message: print(message, flush=True),
+        )
+        send.send(("ok", summary, ""))
+    except BaseException as exc:  # reported to the parent, which decides what to raise
+        trace = traceback.format_exc()
+        try:
+            send.send(("error", exc, trace))
+        except Exception:  # an exception that cannot be pickled
+            send.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}"), trace))
+    finally:
+        send.close()
 
 
 def summary_table(summaries: Sequence[RunSummary]) -> str:
@@ -584,6 +730,7 @@ __all__ = [
     "RunError",
     "RunSummary",
     "prepare_data",
+    "resolve_jobs",
     "resolve_methods",
     "run_benchmark",
     "run_one",

@@ -12,7 +12,16 @@ from mmbench.methods.base import (
     StepContext,
     Strategy,
 )
-from mmbench.methods.registry import MethodInfo, create, list_methods, method_info, register
+from mmbench.methods.registry import (
+    METHOD_GROUPS,
+    MethodInfo,
+    create,
+    list_methods,
+    method_group,
+    method_info,
+    register,
+    resolve_methods,
+)
 
 # Built-in strategies (import order = listing order).
 from mmbench.methods import zerofill as _zerofill  # noqa: E402,F401  isort: skip
@@ -26,6 +35,7 @@ from mmbench.methods import retrieval_knn as _retrieval_knn  # noqa: E402,F401  
 
 __all__ = [
     "FAMILIES",
+    "METHOD_GROUPS",
     "REGION_CHANNELS",
     "MethodConfig",
     "MethodInfo",
@@ -34,6 +44,8 @@ __all__ = [
     "Strategy",
     "create",
     "list_methods",
+    "method_group",
     "method_info",
     "register",
+    "resolve_methods",
 ]

@@ -7,7 +7,7 @@ entry point names a module (importing it runs its ``@register`` decorators) or a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -16,6 +16,17 @@ from mmbench.benchmark.schema import FAMILIES
 from mmbench.methods.base import MethodConfig, Strategy
 
 ENTRY_POINT_GROUP = "mmbench.methods"
+
+#: Tag of a method that is a component ablation of another (e.g. ``adamm-no-garm``).
+ABLATION_TAG = "ablation"
+#: Tag of the complete method that ablations are compared against (e.g. ``adamm``).
+ABLATION_BASE_TAG = "ablation-base"
+
+#: Named groups ``--methods`` accepts besides method names.
+METHOD_GROUPS: dict[str, str] = {
+    "all": "the family comparison: every registered method except ablation variants",
+    "ablations": "the ablation study: complete methods and their ablation variants",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,52 @@ def list_methods(family: str | None = None, tag: str | None = None) -> list[str]
         for n, info in _REGISTRY.items()
         if (family is None or info.family == family) and (tag is None or tag in info.tags)
     ]
+
+
+def method_group(group: str) -> list[str]:
+    """The members of a named group (see :data:`METHOD_GROUPS`), in registration order.
+
+    ``all`` leaves out ablation variants (tag ``ablation``): they are the ablation study of one
+    method, not entries of the family comparison, and ``ablations`` runs them with the complete
+    methods they ablate (tag ``ablation-base``).
+    """
+    _load_entry_points()
+    if group == "all":
+        return [n for n, info in _REGISTRY.items() if ABLATION_TAG not in info.tags]
+    if group == "ablations":
+        return [
+            n
+            for n, info in _REGISTRY.items()
+            if ABLATION_TAG in info.tags or ABLATION_BASE_TAG in info.tags
+        ]
+    raise ValueError(f"unknown method group {group!r}; valid: {', '.join(METHOD_GROUPS)}")
+
+
+def resolve_methods(names: str | Sequence[str]) -> list[str]:
+    """Method names and group names (``"all"``, ``"adamm,rfnet"``, ``"all,ablations"`` or a
+    list) → registered names, each once, in the order given.
+
+    Raises:
+        ValueError: an unknown name; the message lists the methods and groups.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out: list[str] = []
+    for name in names:
+        if name in METHOD_GROUPS:
+            members = method_group(name)
+        else:
+            _load_entry_points()
+            if name not in _REGISTRY:
+                raise ValueError(
+                    f"unknown method {name!r}; valid: {', '.join(list_methods())} "
+                    f"or a group: {', '.join(METHOD_GROUPS)}"
+                )
+            members = [name]
+        out += [m for m in members if m not in out]
+    if not out:
+        raise ValueError(f"no methods given; valid: {', '.join(list_methods())}")
+    return out
 
 
 def method_info(name: str) -> MethodInfo:

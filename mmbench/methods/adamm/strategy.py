@@ -202,7 +202,7 @@ class TeacherStudentKD(Strategy):
     "adamm",
     family="knowledge-distillation",
     paper=ADAMM_PAPER,
-    tags=("teacher-student", "adapters", "gnn"),
+    tags=("teacher-student", "adapters", "gnn", "ablation-base"),
 )
 class AdaMM(TeacherStudentKD):
     """AdaMM: KD teacher–student with subset adapters, GARM, BBDM and LGRM.
