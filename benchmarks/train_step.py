@@ -15,7 +15,6 @@ about steps × this figure, and ``--jobs`` divides the cores among concurrent ru
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mmbench.benchmark.config import load_config
+from mmbench.benchmark.config import config_for_method, load_config
 from mmbench.benchmark.runner import make_batch_source, make_fit_batches, prepare_data
 from mmbench.benchmark.trainer import Trainer
 from mmbench.methods import create, resolve_methods
@@ -50,7 +49,7 @@ def main() -> None:
     )
     print(f"{'method':<16} {'s/step':>7} {'params':>11}")
     for name in resolve_methods(args.methods):
-        cfg = copy.deepcopy(dict(config))
+        cfg = config_for_method(config, name)
         cfg["train"].update(steps=args.steps, val_every=0)
         strategy = create(name, preset=cfg)
         with tempfile.TemporaryDirectory() as run_dir:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from mmbench.benchmark.subsets import SUBSET_NAMES
 from mmbench.cli import main
@@ -110,6 +111,22 @@ def test_list_json(capsys) -> None:
     }
 
 
+def test_a_per_method_learning_rate_reaches_only_that_method(tmp_path: Path, capsys) -> None:
+    args = ["run", "--methods", "zerofill,dropout-unet", "--out", str(tmp_path), *SMOKE]
+    assert main([*args, "--set", "methods.dropout-unet.train.lr=0.0025"]) == 0
+    runs = tmp_path / "synthetic"
+    for method, lr in (("zerofill", 0.001), ("dropout-unet", 0.0025)):
+        config = yaml.safe_load((runs / method / "seed0-fold0" / "config.yaml").read_text())
+        assert config["train"]["lr"] == lr
+        log = pd.read_csv(runs / method / "seed0-fold0" / "train_log.csv")
+        first = log[log["stage"] == "train"]["lr"].iloc[0]
+        assert lr * 0.5 < first <= lr  # poly decay from the method's own base rate
+    # zerofill's run does not depend on dropout-unet's options: without them it is complete.
+    capsys.readouterr()
+    assert main(["run", "--methods", "zerofill", "--out", str(tmp_path), *SMOKE]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -118,6 +135,7 @@ def test_list_json(capsys) -> None:
         (["run", "--set", "train.stepz=3"], "train.steps"),
         (["run", "--jobs", "0"], "auto"),
         (["run", "--methods", "zerofill,ablation"], "ablations"),
+        (["run", "--set", "methods.zerofill.train.lrr=1"], "weight_decay"),
         (["run", "--dataset", "brats2018", "--data-root", "/nonexistent/mmbench"], "brats2018"),
     ],
 )

@@ -85,11 +85,47 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict
     return out
 
 
+METHOD_TRAIN_KEY = "train"
+"""Key of a ``methods.<name>`` section whose mapping overrides ``train`` keys for that method."""
+
+
+def config_for_method(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The configuration one run of method ``name`` trains with.
+
+    A copy of ``config`` whose ``train`` section has the keys of ``methods.<name>.train``
+    replaced, e.g. ``methods: {adamm: {train: {lr: 0.003}}}`` (each paper tunes its own learning
+    rate; ``--set methods.adamm.train.lr=0.003`` does the same from the command line), and whose
+    ``methods`` section holds only this method's options, so that another method's options do
+    not make a finished run look differently configured.
+
+    Raises:
+        ConfigError: ``methods.<name>.train`` is not a mapping, or names a key that ``train``
+            does not have (the message lists the valid ones).
+    """
+    section = (config.get("methods") or {}).get(name) or {}
+    override = section.get(METHOD_TRAIN_KEY) if isinstance(section, dict) else None
+    out = copy.deepcopy({k: v for k, v in config.items() if k != "methods"})
+    out["methods"] = {name: copy.deepcopy(section)} if section else {}
+    if override is None:
+        return out
+    if not isinstance(override, dict):
+        raise ConfigError(f"methods.{name}.{METHOD_TRAIN_KEY} must be a mapping of train keys")
+    unknown = sorted(set(override) - set(out.get("train", {})))
+    if unknown:
+        raise ConfigError(
+            f"invalid key(s) methods.{name}.{METHOD_TRAIN_KEY}.{', '.join(unknown)}; valid: "
+            + ", ".join(sorted(out.get("train", {})))
+        )
+    out["train"].update(copy.deepcopy(override))
+    return out
+
+
 def method_config(config: dict[str, Any], name: str) -> MethodConfig:
     """The :class:`MethodConfig` for method ``name`` under a resolved config."""
     model = config.get("model", {})
     patch = tuple(int(v) for v in model.get("patch_size", (64, 64, 64)))
     options = dict((config.get("methods") or {}).get(name) or {})
+    options.pop(METHOD_TRAIN_KEY, None)  # the engine's, see config_for_method
     options.setdefault("depth", int(model.get("depth", 3)))
     return MethodConfig(
         width=int(model.get("width", 8)),

@@ -31,7 +31,13 @@ import torch
 import yaml
 
 from mmbench.benchmark import schema
-from mmbench.benchmark.config import ConfigError, apply_overrides, load_config, method_config
+from mmbench.benchmark.config import (
+    ConfigError,
+    apply_overrides,
+    config_for_method,
+    load_config,
+    method_config,
+)
 from mmbench.benchmark.evaluator import EvalSettings, Evaluator, predict_volume
 from mmbench.benchmark.io import atomic_write_json, atomic_write_text
 from mmbench.benchmark.metrics import dice
@@ -380,7 +386,12 @@ def run_one(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
-    """Train (or resume) and evaluate one method with one seed, in its own run folder."""
+    """Train (or resume) and evaluate one method with one seed, in its own run folder.
+
+    ``config`` is the invocation's; the run trains with :func:`config_for_method` of it and
+    writes that to its folder.
+    """
+    config = config_for_method(dict(config), method)
     fold = int(config["split"].get("fold") or 0)
     run_dir = run_dir_for(out, bundle.dataset, method, seed, fold)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -554,6 +565,8 @@ def run_benchmark(
     names = resolve_methods(methods)
     get_dataset(dataset)
     config = apply_overrides(load_config(preset), list(overrides or []))
+    for name in names:  # a bad per-method train key fails before any work starts
+        config_for_method(config, name)
     if seeds is None:
         seeds = [int(s) for s in config.get("seeds") or [0]]
     units = [(name, int(seed)) for seed in seeds for name in names]
