@@ -177,7 +177,8 @@ class MMGAN(Strategy):
         """The imputed volume for any size: N×4×D×H×W, real where present, synthetic elsewhere.
 
         Volumes larger than the training patch or not divisible by the stride go through a
-        sliding window of the patch size.
+        sliding window of the patch size, four windows per generator call (the evaluator's
+        default ``eval.sw_batch_size``; one at a time made synthesis ~6× slower on a CPU).
         """
         if len(available) == len(MODALITIES):
             return image
@@ -188,7 +189,7 @@ class MMGAN(Strategy):
             synthetic = sliding_window_inference(
                 image,
                 roi_size=self.config.patch_size,
-                sw_batch_size=1,
+                sw_batch_size=4,
                 predictor=lambda x: self.generate(x, available),
                 overlap=0.25,
             )
