@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from mmbench.benchmark.subsets import Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.adamm import AdaMM
+from mmbench.subsets import Subset, zero_absent
 
 
 def make_batch(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from mmbench.benchmark.metrics import hd95
+from mmbench.metrics import hd95
 
 SHAPE = (240, 240, 155)
 

@@ -114,7 +114,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mmbench.benchmark.metrics import MetricPolicy
+    from mmbench.metrics import MetricPolicy
     from mmbench.reporting.api import evaluate_predictions
 
     policy = MetricPolicy(
@@ -166,6 +166,18 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.cases} phantom cases to {out}")
     return 0
+
+
+def cmd_check_official(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.official import check_official, checks_json, format_checks
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    results = check_official(args.fixtures, methods)
+    if args.json:
+        print(json.dumps(checks_json(results), indent=2))
+    else:
+        print(format_checks(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--family", default="external", help="family shown in the family view")
     ev.add_argument("--n-jobs", type=int, default=1, help="workers scoring the metrics")
     ev.set_defaults(func=cmd_evaluate)
+
+    off = sub.add_parser(
+        "check-official",
+        help="reproduce the authors' code on golden fixtures (outputs and losses, number for "
+        "number)",
+    )
+    off.add_argument(
+        "--fixtures",
+        type=Path,
+        default=None,
+        help="a fixture folder or a folder of them (default: the fixtures bundled with mmbench)",
+    )
+    off.add_argument(
+        "--methods", default=None, help="comma-separated method names (default: every fixture)"
+    )
+    off.add_argument("--json", action="store_true", help="print one JSON object")
+    off.set_defaults(func=cmd_check_official)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_command", required=True)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mmbench.benchmark.subsets import ALL_SUBSETS, FULL
 from mmbench.methods.adamm.adapters import NON_FULL_SUBSETS, AdapterBank
 from mmbench.methods.adamm.backbone import AdaBackbone
 from mmbench.methods.adamm.bbdm import (
@@ -28,6 +27,7 @@ from mmbench.methods.adamm.lgrm import (
     reliability_weights,
     soft_dice_loss,
 )
+from mmbench.subsets import ALL_SUBSETS, FULL
 
 W = 4  # base width of the tests
 S = 16  # volume side

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.benchmark.subsets import FULL, Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext, method_info
 from mmbench.methods.adamm import AdaMM, AdaMMNoBBDM, AdaMMNoGARM, AdaMMNoLGRM, SMUNet
+from mmbench.subsets import FULL, Subset, zero_absent
 
 S = 16
 

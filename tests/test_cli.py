@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mmbench.benchmark.subsets import SUBSET_NAMES
 from mmbench.cli import main
+from mmbench.subsets import SUBSET_NAMES
 
 SMOKE = ["--preset", "smoke", "--no-progress"]
 

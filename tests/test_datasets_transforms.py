@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mmbench.datasets as ds
-from mmbench.benchmark import subsets
+from mmbench import subsets
 from mmbench.datasets import get_dataset, load_dataset
 from mmbench.datasets.transforms import (
     LabelToTargetsd,

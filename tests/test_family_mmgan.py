@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
 from mmbench.methods import MethodConfig, Stage, StepContext
 from mmbench.methods.mmgan import MMGAN, masked_psnr, masked_ssim
+from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
 
 PATCH = (16, 16, 16)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.rfnet import RegionAwareFusion, RFNet, present_indices, region_targets
+from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
 
 PATCH = (16, 16, 16)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, MODALITIES, Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.shaspec import ShaSpec
+from mmbench.subsets import ALL_SUBSETS, FULL, MODALITIES, Subset, zero_absent
 
 PATCH = (16, 16, 16)
 

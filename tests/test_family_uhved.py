@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.uhved import UHVED, kl_to_unit, product_of_gaussians
+from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
 
 PATCH = (16, 16, 16)
 

@@ -13,8 +13,8 @@ import io
 import pytest
 import torch
 
-from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, Subset, zero_absent
 from mmbench.methods import MethodConfig, StepContext, list_methods, method_info
+from mmbench.subsets import ALL_SUBSETS, FULL, Subset, zero_absent
 
 PATCH = (16, 16, 16)
 

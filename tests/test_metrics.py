@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mmbench.benchmark.metrics import (
+from mmbench.metrics import (
     DEFAULT_MAX_DISTANCE,
     EMPTY_POLICIES,
     ETPP_MIN_VOXELS,

@@ -14,7 +14,7 @@ from mmbench.benchmark.aggregate import (
     subset_average,
 )
 from mmbench.benchmark.schema import RESULT_COLUMNS
-from mmbench.benchmark.subsets import SUBSET_NAMES
+from mmbench.subsets import SUBSET_NAMES
 
 POLICY = {"empty_policy": "penalty", "hd95_mode": "pooled", "max_distance": 373.1287}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mmbench.benchmark.metrics import hd95, surface_distances
+from mmbench.metrics import hd95, surface_distances
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 monai_metrics = pytest.importorskip("monai.metrics")

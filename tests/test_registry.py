@@ -7,7 +7,7 @@ import torch
 
 from mmbench.benchmark.config import ConfigError
 from mmbench.benchmark.runner import available_cores, resolve_jobs
-from mmbench.benchmark.schema import FAMILIES
+from mmbench.families import FAMILIES
 from mmbench.methods import list_methods, method_group, method_info, resolve_methods
 
 

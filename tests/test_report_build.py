@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmbench.benchmark.subsets import FULL, Subset
 from mmbench.reporting.api import build_report, evaluate_predictions
 from mmbench.reporting.external import (
     PredictionError,
@@ -26,6 +25,7 @@ from mmbench.reporting.external import (
 from mmbench.reporting.fixtures import fake_results, write_run_folders
 from mmbench.reporting.load import IncompleteRunWarning, load_results
 from mmbench.reporting.tables import MixedPolicyError
+from mmbench.subsets import FULL, Subset
 
 SHAPE = (16, 16, 8)
 CASES = ("BraTS-GLI-00001-000", "BraTS-GLI-00002-000")

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from mmbench.benchmark.schema import RESULT_COLUMNS
-from mmbench.benchmark.subsets import SUBSET_NAMES
 from mmbench.reporting.family import family_view, frame_to_latex, mean_ranks
 from mmbench.reporting.fixtures import fake_results
 from mmbench.reporting.stats import (
@@ -27,6 +26,7 @@ from mmbench.reporting.tables import (
     to_latex,
     to_markdown,
 )
+from mmbench.subsets import SUBSET_NAMES
 
 CASES = ("c0", "c1", "c2", "c3")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.benchmark.subsets import (
+from mmbench.subsets import (
     ALL_SUBSETS,
     FULL,
     MODALITIES,

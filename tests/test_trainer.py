@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.benchmark.subsets import FULL
 from mmbench.benchmark.trainer import SubsetSampler, Trainer, poly_factor
 from mmbench.methods.base import MethodConfig, Stage, Strategy
+from mmbench.subsets import FULL
 
 TRAIN = {
     "steps": 6,

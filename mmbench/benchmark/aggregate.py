@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from mmbench.benchmark.subsets import SUBSET_NAMES, subset_order_key
+from mmbench.subsets import SUBSET_NAMES, subset_order_key
 
 GROUP_KEYS: tuple[str, ...] = ("dataset", "method", "subset", "region", "metric")
 CONVENTION_KEYS: tuple[str, ...] = ("empty_policy", "hd95_mode", "max_distance")

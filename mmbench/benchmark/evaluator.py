@@ -2,7 +2,7 @@
 
 For each case and subset: zero the absent channels, ``predict`` (MONAI sliding-window inference
 with the preset's patch size), threshold, restore the prediction to the label file's grid, and
-score each region with the configured :class:`~mmbench.benchmark.metrics.MetricPolicy`. Rows are
+score each region with the configured :class:`~mmbench.metrics.MetricPolicy`. Rows are
 added to the run's results store once per case, atomically; a rerun skips finished
 (case, subset) units.
 """
@@ -20,13 +20,14 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
-from mmbench.benchmark.io import atomic_save_nifti
-from mmbench.benchmark.metrics import MetricPolicy, score_many
+from mmbench.atomic import atomic_save_nifti
 from mmbench.benchmark.results import ResultsStore
-from mmbench.benchmark.schema import REGIONS
-from mmbench.benchmark.subsets import ALL_SUBSETS, Subset, as_subset, zero_absent
+from mmbench.benchmark.schema import prediction_file_name
 from mmbench.benchmark.trainer import interruption_point
 from mmbench.methods.base import Strategy
+from mmbench.metrics import DEFAULT_MAX_DISTANCE, MetricPolicy, score_many
+from mmbench.regions import REGIONS, label_from_regions, region_masks
+from mmbench.subsets import ALL_SUBSETS, Subset, as_subset, zero_absent
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class EvalSettings:
             policy=MetricPolicy(
                 empty=ev.get("empty_policy", "penalty"),
                 hd95_mode=ev.get("hd95_mode", "pooled"),
-                max_distance=float(ev.get("max_distance", 373.1287)),
+                max_distance=float(ev.get("max_distance", DEFAULT_MAX_DISTANCE)),
             ),
             metrics=tuple(ev.get("metrics") or cls.metrics),
             threshold=float(ev.get("threshold", 0.5)),
@@ -101,7 +102,8 @@ def predict_volume(
         subset: the available modalities.
 
     Returns:
-        N×3×D×H×W probabilities (WT, TC, ET) on ``image``'s device.
+        N×3×D×H×W probabilities (WT, TC, ET) on ``image``'s device, after the strategy's
+        whole-volume :meth:`~mmbench.methods.Strategy.postprocess`.
     """
     x = zero_absent(image, subset)
     available = subset.available
@@ -110,7 +112,7 @@ def predict_volume(
         return strategy.predict(window, available)
 
     # MONAI pads volumes smaller than the window and tiles larger ones; one window when equal.
-    return sliding_window_inference(
+    prob = sliding_window_inference(
         x,
         roi_size=tuple(int(p) for p in patch_size),
         sw_batch_size=sw_batch_size,
@@ -119,23 +121,7 @@ def predict_volume(
         mode="gaussian",
         padding_mode="constant",
     )
-
-
-def reference_regions(
-    label: np.ndarray, regions: Mapping[str, Sequence[int]], names: Sequence[str] = REGIONS
-) -> dict[str, np.ndarray]:
-    """Boolean region masks from a label map with the dataset's label values."""
-    return {r: np.isin(label, np.asarray(regions[r])) for r in names}
-
-
-def regions_to_label(pred: np.ndarray) -> np.ndarray:
-    """A BraTS-2024-convention label map (1 NETC, 2 ED, 3 ET) from WT/TC/ET masks (3×…)."""
-    wt, tc, et = pred[0].astype(bool), pred[1].astype(bool), pred[2].astype(bool)
-    label = np.zeros(wt.shape, dtype=np.uint8)
-    label[wt] = 2
-    label[tc] = 1
-    label[et] = 3
-    return label
+    return strategy.postprocess(prob, available)
 
 
 class Evaluator:
@@ -215,7 +201,7 @@ class Evaluator:
         s = self.settings
         label_path = _label_path(data)
         label = np.asanyarray(nib.load(str(label_path)).dataobj)
-        ref = reference_regions(label, self.region_labels)
+        ref = region_masks(label, self.region_labels)
         spacing = native_spacing(data)
         image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32)[None]
         image = image.to(self.device)
@@ -267,8 +253,8 @@ class Evaluator:
                     }
                 )
             if save and self.predictions_dir is not None and subset.name in s.save_subsets:
-                out = self.predictions_dir / f"{case_id}__{subset.code}.nii.gz"
-                img = nib.Nifti1Image(regions_to_label(native), native_affine(data))
+                out = self.predictions_dir / prediction_file_name(case_id, subset)
+                img = nib.Nifti1Image(label_from_regions(*native), native_affine(data))
                 atomic_save_nifti(img, out)
         rows = [r for unit_rows in score_many(units, n_jobs=s.n_jobs) for r in unit_rows]
         return rows + extra_rows

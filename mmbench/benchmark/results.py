@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from mmbench.benchmark.io import read_csv_rows, write_csv_rows_atomic
+from mmbench.atomic import read_csv_rows, write_csv_rows_atomic
 from mmbench.benchmark.schema import RESULT_COLUMNS
 
 

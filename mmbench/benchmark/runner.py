@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import yaml
 
+from mmbench.atomic import atomic_write_json, atomic_write_text
 from mmbench.benchmark import schema
 from mmbench.benchmark.config import (
     ConfigError,
@@ -39,14 +40,13 @@ from mmbench.benchmark.config import (
     method_config,
 )
 from mmbench.benchmark.evaluator import EvalSettings, Evaluator, predict_volume
-from mmbench.benchmark.io import atomic_write_json, atomic_write_text
-from mmbench.benchmark.metrics import dice
 from mmbench.benchmark.results import ResultsStore
 from mmbench.benchmark.schema import REGIONS
-from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, Subset, as_subset
 from mmbench.benchmark.trainer import Trainer, collate, pick_device
 from mmbench.methods import create as create_method
 from mmbench.methods import method_info, resolve_methods
+from mmbench.metrics import dice
+from mmbench.subsets import ALL_SUBSETS, FULL, Subset, as_subset
 
 TARGET_KEYS = ("image", "regions", "compartments")
 

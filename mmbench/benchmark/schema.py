@@ -18,6 +18,10 @@ Run folder layout (``results/<dataset>/<method>/seed<S>-fold<F>/``):
 
 from __future__ import annotations
 
+from mmbench.families import FAMILIES
+from mmbench.regions import REGIONS
+from mmbench.subsets import Subset, as_subset
+
 RESULT_COLUMNS: tuple[str, ...] = (
     "dataset",
     "method",
@@ -55,16 +59,19 @@ ENVIRONMENT_FILE = "environment.json"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINT_DIR = "checkpoints"
 
-FAMILIES: tuple[str, ...] = (
-    "data-generation",
-    "feature-generation",
-    "sample-retrieval",
-    "robustness-enhancement",
-    "multi-task",
-    "knowledge-distillation",
-    "reference",
-)
-"""The six families of the AdaMM paper, plus ``reference`` for lower/upper bounds (table order)."""
+PREDICTION_SUFFIX = ".nii.gz"
 
-REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
-"""Default evaluated regions, in table order."""
+
+def prediction_file_name(case: str, subset: Subset | str) -> str:
+    """File name of a saved or outside prediction: ``<case>__<subset code>.nii.gz``."""
+    return f"{case}__{as_subset(subset).code}{PREDICTION_SUFFIX}"
+
+
+# The vocabulary lives in top-level modules; these names stay importable from here.
+__all__ = [
+    "FAMILIES",
+    "REGIONS",
+    "RESULT_COLUMNS",
+    "RUN_INFO_KEYS",
+    "prediction_file_name",
+]

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmbench.benchmark.io import atomic_torch_save, read_csv_rows, write_csv_rows_atomic
-from mmbench.benchmark.subsets import ALL_SUBSETS, FULL, Subset, as_subset, zero_absent
+from mmbench.atomic import atomic_torch_save, read_csv_rows, write_csv_rows_atomic
 from mmbench.methods.base import Stage, StepContext, Strategy, validate_losses
+from mmbench.subsets import ALL_SUBSETS, FULL, Subset, as_subset, zero_absent
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -166,7 +166,7 @@ class Trainer:
         self.device = device or pick_device()
         self.progress = progress
         self.log = log
-        self.total_steps = int(train_config["steps"])
+        self.total_steps = int(round(int(train_config["steps"]) * strategy.step_budget))
         self.sampler = SubsetSampler(train_config.get("subset_weights", "uniform"))
         self.amp_dtype = autocast_dtype(str(train_config.get("amp", "auto")), self.device)
         self.stages: list[Stage] = strategy.stages()
@@ -315,11 +315,23 @@ class Trainer:
             "subset": subset,
         }
 
-    def _optimizer_step(self, stage: Stage, losses: dict[str, torch.Tensor], step: int) -> None:
-        factor = poly_factor(step, self.total_steps, float(self.cfg.get("poly_power", 0.9)))
+    def _lr_factor(self, stage: Stage, name: str, ctx: StepContext) -> float:
+        custom = self.strategy.lr_factor(name, ctx)
+        if custom is not None:
+            return float(custom)
+        power = float(self.cfg.get("poly_power", 0.9))
+        if stage.schedule == "stage":
+            # poly over the stage's own steps, from the stage's first step at the full rate
+            return poly_factor(ctx.stage_step - 1, ctx.stage_steps, power)
+        return poly_factor(ctx.step, self.total_steps, power)
+
+    def _optimizer_step(
+        self, stage: Stage, losses: dict[str, torch.Tensor], ctx: StepContext
+    ) -> None:
         active = [n for n in stage.optimizers if n in losses]
         for name in active:
             opt = self.optimizers[name]
+            factor = self._lr_factor(stage, name, ctx)
             for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
             opt.zero_grad(set_to_none=True)
@@ -420,7 +432,12 @@ class Trainer:
         step = self.state.step + 1
         rng = step_rng(self.seed, step)
         torch.manual_seed(int(rng.integers(2**62)))
-        subset = FULL if self.strategy.train_subsets == "full" else self.sampler.draw(rng)
+        if stage.subset is not None:
+            subset = as_subset(stage.subset)
+        elif self.strategy.train_subsets == "full":
+            subset = FULL
+        else:
+            subset = self.sampler.draw(rng)
         batch = self._make_batch(rng, subset)
         ctx = StepContext(
             step, self.total_steps, stage.name, self.state.stage_step + 1, n_steps, subset
@@ -441,7 +458,7 @@ class Trainer:
                     f"{self.strategy.name}: loss {name!r} is {value.item()} at step {step} "
                     f"(stage {stage.name}, subset {subset.name})"
                 )
-        self._optimizer_step(stage, grads, step)
+        self._optimizer_step(stage, grads, ctx)
         self.state.step = step
         self.state.stage_step += 1
         if step % log_every == 0 or self.state.stage_step == n_steps:

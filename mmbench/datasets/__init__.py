@@ -7,7 +7,6 @@ Typical use::
     pre = build_preprocess(index.spec)                    # load, orient, crop, normalise
 """
 
-from mmbench.benchmark.subsets import zero_absent
 from mmbench.datasets.base import (
     COMPARTMENTS,
     REGIONS,
@@ -22,6 +21,7 @@ from mmbench.datasets.discovery import DATA_ENV, discover, resolve_root
 from mmbench.datasets.registry import get_dataset, list_datasets
 from mmbench.datasets.splits import Split, load_split, make_split
 from mmbench.datasets.validation import DatasetIndex, load_dataset, validate
+from mmbench.subsets import zero_absent
 
 # The transforms import torch and MONAI (seconds); load them only when first used so that
 # `mmbench data check` and listings stay quick.

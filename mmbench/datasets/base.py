@@ -10,21 +10,19 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mmbench.benchmark.subsets import MODALITIES
+from mmbench.errors import DataRootError, DataValidationError
+from mmbench.regions import COMPARTMENTS, REGIONS
+from mmbench.subsets import MODALITIES
 
-COMPARTMENTS: tuple[str, ...] = ("NETC", "ED", "ET")
-"""Canonical disjoint tumour compartments, in channel order of ``data["compartments"]``."""
-
-REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
-"""Canonical nested evaluation regions, in channel order of ``data["regions"]``."""
-
-
-class DataRootError(ValueError):
-    """The data folder is missing or holds no usable case."""
-
-
-class DataValidationError(ValueError):
-    """Strict validation found problems; the message lists all of them."""
+__all__ = [
+    "COMPARTMENTS",
+    "REGIONS",
+    "Case",
+    "DataRootError",
+    "DataValidationError",
+    "DatasetSpec",
+    "Problem",
+]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from mmbench.benchmark.subsets import MODALITIES
 from mmbench.datasets.base import Case, DataRootError, DatasetSpec, Problem
 from mmbench.datasets.registry import get_dataset
+from mmbench.subsets import MODALITIES
 
 DATA_ENV = "MMBENCH_DATA"
 """Environment variable naming the parent folder with one sub-folder per dataset name."""

@@ -28,6 +28,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from mmbench.subsets import MODALITIES
+
 __all__ = [
     "BRATS_FOV_MM",
     "CONTRAST_TABLE",
@@ -46,7 +48,6 @@ __all__ = [
 
 Mode = Literal["glioma", "mets", "post-treatment"]
 MODES: tuple[str, ...] = ("glioma", "mets", "post-treatment")
-MODALITIES: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
 LABELS: dict[int, str] = {0: "background", 1: "NETC", 2: "SNFH", 3: "ET", 4: "RC"}
 
 #: Physical field of view (mm) along the array axes (x, y, z), as BraTS 240 x 240 x 155 at 1 mm.

@@ -43,6 +43,7 @@ from monai.transforms import (
 
 from mmbench.datasets.base import COMPARTMENTS, REGIONS, DatasetSpec
 from mmbench.datasets.registry import get_dataset
+from mmbench.regions import region_channels as regions_from_label
 
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "minmax")
 TARGET_AXCODES = "RAS"
@@ -138,18 +139,6 @@ class LabelToTargetsd(MapTransform):
         d["regions"] = regions_from_label(lab, self.regions)
         d["compartments"] = torch.stack([lab == v for v in self.compartments]).float()
         return d
-
-
-def regions_from_label(label: torch.Tensor | np.ndarray, regions: Sequence[Sequence[int]]):
-    """Float32 C×D×H×W masks, channel ``i`` = voxels whose label is in ``regions[i]``.
-
-    ``label`` is D×H×W (torch or numpy; the result has the same kind).
-    """
-    if isinstance(label, np.ndarray):
-        return np.stack([np.isin(label, list(r)) for r in regions]).astype(np.float32)
-    return torch.stack(
-        [torch.isin(label, torch.as_tensor(list(r), dtype=label.dtype)) for r in regions]
-    ).float()
 
 
 def build_preprocess(

@@ -1,16 +1,27 @@
 """Missing-modality strategies and their registry.
 
 ``create(name, preset=...)`` builds one; ``list_methods()`` lists them. Importing this package
-imports every built-in strategy module so that their ``@register`` decorators run.
+imports every module under it, so that the ``@register`` decorators of the built-in strategies
+run: a new method is one file (or sub-package) here, with no import list to edit.
 """
 
-from mmbench.benchmark.schema import FAMILIES
+import importlib
+import pkgutil
+
+from mmbench.families import FAMILIES
 from mmbench.methods.base import (
     REGION_CHANNELS,
     MethodConfig,
     Stage,
     StepContext,
     Strategy,
+)
+from mmbench.methods.official import (
+    OfficialPort,
+    Reproduction,
+    list_official,
+    official_port,
+    register_official,
 )
 from mmbench.methods.registry import (
     METHOD_GROUPS,
@@ -23,15 +34,16 @@ from mmbench.methods.registry import (
     resolve_methods,
 )
 
-# Built-in strategies (import order = listing order).
-from mmbench.methods import zerofill as _zerofill  # noqa: E402,F401  isort: skip
-from mmbench.methods import dropout_unet as _dropout_unet  # noqa: E402,F401  isort: skip
-from mmbench.methods import adamm as _adamm  # noqa: E402,F401  isort: skip
-from mmbench.methods import rfnet as _rfnet  # noqa: E402,F401  isort: skip
-from mmbench.methods import uhved as _uhved  # noqa: E402,F401  isort: skip
-from mmbench.methods import mmgan as _mmgan  # noqa: E402,F401  isort: skip
-from mmbench.methods import shaspec as _shaspec  # noqa: E402,F401  isort: skip
-from mmbench.methods import retrieval_knn as _retrieval_knn  # noqa: E402,F401  isort: skip
+
+def _import_builtin_methods() -> None:
+    # Every module and sub-package of this package is imported, so that a new built-in method
+    # is one file whose @register decorator runs; nothing lists the methods by hand.
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_builtin_methods()
 
 __all__ = [
     "FAMILIES",
@@ -39,13 +51,18 @@ __all__ = [
     "REGION_CHANNELS",
     "MethodConfig",
     "MethodInfo",
+    "OfficialPort",
+    "Reproduction",
     "Stage",
     "StepContext",
     "Strategy",
     "create",
     "list_methods",
+    "list_official",
     "method_group",
     "method_info",
+    "official_port",
     "register",
+    "register_official",
     "resolve_methods",
 ]

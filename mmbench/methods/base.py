@@ -30,14 +30,14 @@ and make it importable (a module under ``mmbench/methods/`` imported by
 Data seen by a strategy (one batch shares one modality subset):
 
 - ``batch["image"]``: float N×4×D×H×W, canonical channel order (T1, T1ce, T2, FLAIR), normalised,
-  **absent channels already zero** (the loop applies :func:`mmbench.benchmark.subsets.zero_absent`).
+  **absent channels already zero** (the loop applies :func:`mmbench.subsets.zero_absent`).
 - ``batch["image_full"]``: float N×4×D×H×W, all four modalities (training only: teachers,
   generators and reconstruction targets may read it; ``predict`` never gets it).
 - ``batch["regions"]``: float N×3×D×H×W binary targets for WT, TC, ET.
 - ``batch["compartments"]``: float N×3×D×H×W disjoint binary labels NETC, ED, ET
   (other labels, e.g. a resection cavity, are background).
 - ``batch["available"]``: tuple of present modality names, e.g. ``("T1ce", "FLAIR")``.
-- ``batch["subset"]``: the :class:`~mmbench.benchmark.subsets.Subset`.
+- ``batch["subset"]``: the :class:`~mmbench.subsets.Subset`.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, Subset, zero_absent
+from mmbench.regions import REGIONS
+from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
 
-REGION_CHANNELS: tuple[str, ...] = ("WT", "TC", "ET")
-"""Channel order of ``predict``'s output."""
+REGION_CHANNELS: tuple[str, ...] = REGIONS
+"""Channel order of ``predict``'s output (:data:`mmbench.regions.REGIONS`)."""
 
 Batch = dict[str, Any]
 
@@ -96,6 +97,11 @@ class Stage:
         kind: ``"gradient"`` (the loop calls :meth:`Strategy.training_step`) or ``"fit"``
             (the loop calls :meth:`Strategy.fit` once with the training loader).
         select_on_val: validate during this stage and keep the best weights (on the val split).
+        schedule: ``"run"``: the loop's poly schedule runs over the whole run's gradient steps;
+            ``"stage"``: it restarts at the start of this stage and runs over the stage's steps
+            (a segmenter trained after a generator gets a full schedule of its own).
+        subset: train this stage on one fixed modality subset (a name or 4-bit code) instead
+            of the strategy's ``train_subsets`` (e.g. one network per subset).
     """
 
     name: str
@@ -103,6 +109,8 @@ class Stage:
     fraction: float = 1.0
     kind: Literal["gradient", "fit"] = "gradient"
     select_on_val: bool = True
+    schedule: Literal["run", "stage"] = "run"
+    subset: str | None = None
 
 
 @dataclass
@@ -134,6 +142,10 @@ class Strategy(nn.Module):
     ``train_subsets`` says which subsets the loop draws for training: ``"random"`` (the run's
     subset sampler, uniform over the 15 by default) or ``"full"`` (complete inputs only, as the
     zero-fill lower bound).
+
+    ``step_budget`` multiplies the preset's ``train.steps`` for this method: 1 for every method
+    of the comparison; a bound that trains one network per subset (15 networks, each with the
+    budget of a run) sets 15.
     """
 
     name: ClassVar[str] = ""
@@ -141,6 +153,7 @@ class Strategy(nn.Module):
     paper: ClassVar[str] = ""
     tags: ClassVar[tuple[str, ...]] = ()
     train_subsets: ClassVar[Literal["random", "full"]] = "random"
+    step_budget: ClassVar[float] = 1.0
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
@@ -178,6 +191,14 @@ class Strategy(nn.Module):
         """
         return {"main": torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)}
 
+    def lr_factor(self, optimizer: str, ctx: StepContext) -> float | None:
+        """Factor applied to ``optimizer``'s initial learning rate at step ``ctx.step``.
+
+        ``None`` (the default) leaves it to the loop's poly schedule (see :class:`Stage`); a
+        method whose published recipe uses another schedule returns its own factor.
+        """
+        return None
+
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         """Losses of one batch for the current stage.
 
@@ -197,6 +218,19 @@ class Strategy(nn.Module):
         Anything fitted must live in registered buffers so that checkpoints carry it.
         """
         raise NotImplementedError(f"{type(self).__name__} declares a fit stage but no fit()")
+
+    def postprocess(self, prob: Tensor, available: tuple[str, ...]) -> Tensor:
+        """Whole-volume post-processing of :meth:`predict`'s output, after the sliding-window
+        windows are blended (e.g. a gate that must see the whole prediction, not one window).
+
+        Args:
+            prob: float N×3×D×H×W probabilities (WT, TC, ET) of whole volumes.
+            available: present modality names in canonical order.
+
+        Returns:
+            float N×3×D×H×W probabilities. Default: ``prob`` unchanged.
+        """
+        return prob
 
     # ----------------------------------------------------------------------------- inference
     def predict(self, image: Tensor, available: tuple[str, ...]) -> Tensor:
@@ -229,14 +263,23 @@ class Strategy(nn.Module):
 
     def parameter_count(self) -> int:
         """Parameters used at inference (what papers report and ``mmbench list`` shows)."""
-        seen: set[int] = set()
-        total = 0
-        for module in self.inference_modules():
-            for p in module.parameters():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    total += p.numel()
-        return total
+        return _count_unique(p for m in self.inference_modules() for p in m.parameters())
+
+    def training_only_parameter_count(self) -> int:
+        """Parameters used in training but not at inference (teachers, discriminators,
+        auxiliary and reconstruction decoders)."""
+        used = {id(p) for m in self.inference_modules() for p in m.parameters()}
+        return _count_unique(p for p in self.parameters() if id(p) not in used)
+
+
+def _count_unique(params: Iterable[nn.Parameter]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
 
 
 def subset_of(available: Iterable[str]) -> Subset:

@@ -12,7 +12,6 @@ from monai.networks.nets import PatchDiscriminator
 from torch import Tensor
 from torch.nn import functional as F
 
-from mmbench.benchmark.subsets import MODALITIES, zero_absent
 from mmbench.methods.base import (
     Batch,
     MethodConfig,
@@ -24,6 +23,7 @@ from mmbench.methods.base import (
 from mmbench.methods.blocks import UNet3D
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
+from mmbench.subsets import MODALITIES, zero_absent
 
 
 def brain_mask(image_full: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from mmbench.benchmark.schema import FAMILIES
+from mmbench.families import FAMILIES
 from mmbench.methods.base import MethodConfig, Strategy
 
 ENTRY_POINT_GROUP = "mmbench.methods"
@@ -22,10 +22,14 @@ ABLATION_TAG = "ablation"
 #: Tag of the complete method that ablations are compared against (e.g. ``adamm``).
 ABLATION_BASE_TAG = "ablation-base"
 
+#: Tag of a bound that is not a method of the comparison (e.g. one network per subset).
+BOUND_TAG = "bound"
+
 #: Named groups ``--methods`` accepts besides method names.
 METHOD_GROUPS: dict[str, str] = {
-    "all": "the family comparison: every registered method except ablation variants",
+    "all": "the family comparison: every registered method except ablation variants and bounds",
     "ablations": "the ablation study: complete methods and their ablation variants",
+    "bounds": "bounds outside the comparison (e.g. one dedicated network per subset)",
 }
 
 
@@ -83,12 +87,19 @@ def _load_entry_points() -> None:
             )
 
 
-def list_methods(family: str | None = None, tag: str | None = None) -> list[str]:
-    """Registered method names (built-in and plug-ins), optionally filtered."""
+def _ordered() -> list[MethodInfo]:
+    # Table order: by family (FAMILIES), then in registration order.
     _load_entry_points()
+    order = {name: i for i, name in enumerate(_REGISTRY)}
+    return sorted(_REGISTRY.values(), key=lambda m: (FAMILIES.index(m.family), order[m.name]))
+
+
+def list_methods(family: str | None = None, tag: str | None = None) -> list[str]:
+    """Registered method names (built-in and plug-ins) in table order (by family, then in
+    registration order), optionally filtered."""
     return [
-        n
-        for n, info in _REGISTRY.items()
+        info.name
+        for info in _ordered()
         if (family is None or info.family == family) and (tag is None or tag in info.tags)
     ]
 
@@ -100,14 +111,13 @@ def method_group(group: str) -> list[str]:
     method, not entries of the family comparison, and ``ablations`` runs them with the complete
     methods they ablate (tag ``ablation-base``).
     """
-    _load_entry_points()
     if group == "all":
-        return [n for n, info in _REGISTRY.items() if ABLATION_TAG not in info.tags]
+        return [m.name for m in _ordered() if not {ABLATION_TAG, BOUND_TAG} & set(m.tags)]
+    if group == "bounds":
+        return [m.name for m in _ordered() if BOUND_TAG in m.tags]
     if group == "ablations":
         return [
-            n
-            for n, info in _REGISTRY.items()
-            if ABLATION_TAG in info.tags or ABLATION_BASE_TAG in info.tags
+            m.name for m in _ordered() if ABLATION_TAG in m.tags or ABLATION_BASE_TAG in m.tags
         ]
     raise ValueError(f"unknown method group {group!r}; valid: {', '.join(METHOD_GROUPS)}")
 

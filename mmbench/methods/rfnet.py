@@ -9,11 +9,11 @@ from monai.losses import DiceLoss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmbench.benchmark.subsets import MODALITIES
 from mmbench.methods.base import Batch, MethodConfig, StepContext, Strategy
 from mmbench.methods.blocks import Decoder3D, Encoder3D, level_channels
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
+from mmbench.subsets import MODALITIES
 
 N_REGIONS = 4
 """Soft region maps of the fusion: background, NETC, ED, ET (the disjoint compartments)."""

@@ -8,11 +8,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmbench.benchmark.subsets import MODALITIES
 from mmbench.methods.base import Batch, MethodConfig, StepContext, Strategy
 from mmbench.methods.blocks import Decoder3D, Encoder3D, level_channels
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
+from mmbench.subsets import MODALITIES
 
 
 @dataclass

@@ -8,11 +8,11 @@ import torch
 from monai.metrics import PSNRMetric
 from torch import Tensor, nn
 
-from mmbench.benchmark.subsets import MODALITIES
 from mmbench.methods.base import Batch, MethodConfig, StepContext, Strategy
 from mmbench.methods.blocks import Decoder3D, Encoder3D, level_channels, pad_to_multiple
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
+from mmbench.subsets import MODALITIES
 
 LOGVAR_RANGE = (-8.0, 8.0)
 """Clamp of the encoders' log-variances (precisions between e^-8 and e^8) for stability."""

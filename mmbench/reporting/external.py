@@ -28,9 +28,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmbench.benchmark.schema import METRICS_FILE, REGIONS, RESULT_COLUMNS, RUN_INFO_FILE
-from mmbench.benchmark.subsets import as_subset
-from mmbench.reporting.qualitative import REGION_LABELS
+from mmbench.benchmark.schema import (
+    METRICS_FILE,
+    REGIONS,
+    RESULT_COLUMNS,
+    RUN_INFO_FILE,
+    prediction_file_name,
+)
+from mmbench.regions import LABEL_CONVENTIONS
+from mmbench.regions import label_from_regions as label_map_from_regions
+from mmbench.subsets import as_subset
 
 _NAME = re.compile(r"^(?P<case>.+)__(?P<subset>[^_/]+?)\.nii(\.gz)?$")
 PREDICTION_LABELS: dict[str, tuple[int, ...]] = {
@@ -98,7 +105,7 @@ def evaluate_prediction_dir(
         pred_dir: folder with ``<case>__<subset code>.nii.gz`` files (see module docstring).
         dataset: registered dataset name (``brats2018``, ``brats2024``, ``pretreat-mets``, ...).
         data_root: the dataset folder or its parent (default ``$MMBENCH_DATA/<dataset>``).
-        policy: a :class:`~mmbench.benchmark.metrics.MetricPolicy` or a mapping with
+        policy: a :class:`~mmbench.metrics.MetricPolicy` or a mapping with
             ``empty_policy``/``hd95_mode``/``max_distance`` (default: penalty, pooled,
             373.1287 mm, as ``mmbench run``).
         out: run folder to write; default ``<results_root>/<dataset>/<method>/external``.
@@ -116,8 +123,8 @@ def evaluate_prediction_dir(
         PredictionError: a file has the wrong shape or unknown label values, or no prediction
             matches a case of the dataset.
     """
-    from mmbench.benchmark.metrics import METRICS, MetricPolicy, score_many
     from mmbench.datasets import discover, get_dataset, resolve_root
+    from mmbench.metrics import METRICS, MetricPolicy, score_many
 
     if label_convention not in PREDICTION_LABELS:
         raise ValueError(f"label_convention must be one of {sorted(PREDICTION_LABELS)}")
@@ -145,7 +152,7 @@ def evaluate_prediction_dir(
         )
     method = method or Path(pred_dir).resolve().name
     allowed = np.asarray(PREDICTION_LABELS[label_convention])
-    pred_regions = REGION_LABELS[label_convention]
+    pred_regions = LABEL_CONVENTIONS[label_convention]
     metrics = (*METRICS, "ref_voxels")
     key = {"dataset": spec.name, "method": method, "seed": 0, "fold": 0}
     rows: list[dict] = []
@@ -203,20 +210,6 @@ def evaluate_prediction_dir(
     }
     (out_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return df
-
-
-def prediction_file_name(case: str, subset: str) -> str:
-    """The file name :func:`evaluate_prediction_dir` expects for ``case`` and ``subset``."""
-    return f"{case}__{as_subset(subset).code}.nii.gz"
-
-
-def label_map_from_regions(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:
-    """A BraTS 2024 convention label map (1 NETC, 2 ED, 3 ET) from nested region masks."""
-    label = np.zeros(np.shape(wt), dtype=np.uint8)
-    label[np.asarray(wt, bool)] = 2
-    label[np.asarray(tc, bool)] = 1
-    label[np.asarray(et, bool)] = 3
-    return label
 
 
 __all__: Sequence[str] = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmbench.benchmark.schema import FAMILIES
+from mmbench.families import FAMILIES
 from mmbench.reporting.tables import AVG, ResultTable, tex_escape
 
 FAMILY_ORDER: tuple[str, ...] = FAMILIES

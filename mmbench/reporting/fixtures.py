@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import METRICS_FILE, RESULT_COLUMNS, RUN_INFO_FILE
-from mmbench.benchmark.subsets import ALL_SUBSETS
 from mmbench.reporting.family import FAMILY_ORDER
+from mmbench.subsets import ALL_SUBSETS
 
 MAX_DISTANCE = 373.1287
 

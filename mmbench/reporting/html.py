@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmbench.benchmark.subsets import MODALITIES
 from mmbench.reporting.tables import AVG, ResultTable, cell_text, ci_text, modality_marks, title
+from mmbench.subsets import MODALITIES
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1f2328; }

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import METRICS_FILE, RESULT_COLUMNS, RUN_INFO_FILE
-from mmbench.benchmark.subsets import as_subset
+from mmbench.subsets import as_subset
 
 EXTRA_COLUMNS: tuple[str, ...] = ("family", "paper", "params", "run_dir")
 

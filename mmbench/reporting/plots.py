@@ -18,9 +18,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
-from mmbench.benchmark.subsets import FULL, MODALITIES, SUBSET_NAMES, Subset
 from mmbench.reporting.family import family_sort_key
 from mmbench.reporting.tables import AVG, ResultTable, case_matrix, metric_info
+from mmbench.subsets import FULL, MODALITIES, SUBSET_NAMES, Subset
 
 PNG_DPI = 110
 REGION_COLOURS = {"WT": "#ffd60a", "TC": "#ff5a36", "ET": "#22d3ee"}

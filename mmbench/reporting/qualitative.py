@@ -14,17 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbench.benchmark.schema import PREDICTIONS_DIR
-from mmbench.benchmark.subsets import ALL_SUBSETS, Subset, as_subset
+from mmbench.benchmark.schema import PREDICTIONS_DIR, prediction_file_name
+from mmbench.regions import LABEL_CONVENTIONS, region_masks
+from mmbench.subsets import ALL_SUBSETS, Subset, as_subset
 
 DEFAULT_SUBSETS: tuple[str, ...] = ("T1+T1ce+T2+FLAIR", "T1+T2+FLAIR", "T1ce", "FLAIR")
 """Full set, full without T1ce (ET suffers), and two singles."""
 
-# Label values forming each region, per label convention.
-REGION_LABELS: dict[str, dict[str, tuple[int, ...]]] = {
-    "brats2024": {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
-    "brats2018": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)},
-}
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,12 @@ def find_case_files(data_root: str | Path, case: str) -> CaseFiles | None:
 
 def regions_of(labels: np.ndarray, convention: str) -> dict[str, np.ndarray]:
     """Boolean WT/TC/ET masks of a label map in ``convention``."""
-    return {r: np.isin(labels, v) for r, v in REGION_LABELS[convention].items()}
+    return region_masks(labels, LABEL_CONVENTIONS[convention])
 
 
 def prediction_path(run_dir: str | Path, case: str, subset: Subset | str) -> Path:
     """Path of a saved prediction, ``predictions/<case>__<subset code>.nii.gz``."""
-    return Path(run_dir) / PREDICTIONS_DIR / f"{case}__{as_subset(subset).code}.nii.gz"
+    return Path(run_dir) / PREDICTIONS_DIR / prediction_file_name(case, subset)
 
 
 def saved_cases(run_dir: str | Path) -> dict[str, set[str]]:

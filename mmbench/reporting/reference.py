@@ -15,8 +15,8 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 
-from mmbench.benchmark.subsets import SUBSET_NAMES
 from mmbench.reporting.tables import AVG, ResultTable, table_policy
+from mmbench.subsets import SUBSET_NAMES
 
 MSTKDNET_FILE = "mstkdnet_tables.csv"
 FIG9_FILE = "adamm_fig9_approx.csv"

@@ -1,6 +1,6 @@
 """Per-subset result tables in the field's layout, with Markdown, LaTeX and CSV renderers.
 
-Layout: one row per subset in the published order (:data:`~mmbench.benchmark.subsets.SUBSET_NAMES`)
+Layout: one row per subset in the published order (:data:`~mmbench.subsets.SUBSET_NAMES`)
 marked ● / ○ for T1, T1ce, T2, FLAIR; column groups per region with one column per method; an
 "Avg." row (mean over subsets of the per-subset means over cases) and its bootstrap 95 % interval;
 the best value per row and region in bold; ``*`` where a method differs from the baseline
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
-from mmbench.benchmark.subsets import MODALITIES, SUBSET_NAMES, as_subset
 from mmbench.reporting.stats import ALPHA, bootstrap_avg_ci, holm, paired_wilcoxon_many
+from mmbench.subsets import MODALITIES, SUBSET_NAMES, as_subset
 
 AVG = "Avg."
 
@@ -62,7 +62,7 @@ def _fmt_distance(value: float) -> str:
 def describe_policy(empty_policy: str, hd95_mode: str, max_distance: float) -> str:
     """One sentence naming the empty-mask policy, the HD95 mode and the distance constant."""
     try:  # the metrics module words it the same way for every output, when it is there
-        from mmbench.benchmark.metrics import MetricPolicy
+        from mmbench.metrics import MetricPolicy
 
         text = MetricPolicy(
             empty=empty_policy, hd95_mode=hd95_mode, max_distance=float(max_distance)

@@ -1,6 +1,6 @@
 """AdaMM's adapter bank: one adapter set per non-full modality subset (student only).
 
-Keys are the subsets' canonical 4-bit codes (:attr:`mmbench.benchmark.subsets.Subset.code`, T1,
+Keys are the subsets' canonical 4-bit codes (:attr:`mmbench.subsets.Subset.code`, T1,
 T1ce, T2, FLAIR order, e.g. ``"0101"`` = T1ce+FLAIR), never bare bit positions, so a peer's channel
 order cannot silently select the wrong adapters. The 14 non-full, non-empty codes are built. The
 reference also builds an adapter set for the unreachable empty code and a second bank for the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mmbench.benchmark.subsets import ALL_SUBSETS, Subset
+from mmbench.subsets import ALL_SUBSETS, Subset
 
 NON_FULL_SUBSETS: tuple[Subset, ...] = tuple(s for s in ALL_SUBSETS if not s.is_full)
 """The 14 subsets that have adapters (display order)."""

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mmbench.benchmark.subsets import Subset
 from mmbench.methods.adamm.adapters import AdapterBank
 from mmbench.methods.adamm.backbone import AdaBackbone, Features
 from mmbench.methods.adamm.bbdm import (
@@ -48,6 +47,7 @@ from mmbench.methods.adamm.lgrm import (
 from mmbench.methods.base import Batch, MethodConfig, Stage, StepContext, Strategy
 from mmbench.methods.losses import regions_from_compartments
 from mmbench.methods.registry import register
+from mmbench.subsets import Subset
 
 ADAMM_PAPER = (
     "No Modality Left Behind: Adapting to Missing Modalities via Knowledge Distillation for "

@@ -97,3 +97,14 @@ def atomic_save_nifti(image: Any, path: Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+__all__ = [
+    "atomic_save_nifti",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "read_csv_rows",
+    "write_csv_rows_atomic",
+]
