@@ -126,9 +126,9 @@ def method_config(config: dict[str, Any], name: str) -> MethodConfig:
     patch = tuple(int(v) for v in model.get("patch_size", (64, 64, 64)))
     options = dict((config.get("methods") or {}).get(name) or {})
     options.pop(METHOD_TRAIN_KEY, None)  # the engine's, see config_for_method
-    options.setdefault("depth", int(model.get("depth", 3)))
     return MethodConfig(
         width=int(model.get("width", 8)),
+        depth=int(options.pop("depth", model.get("depth", 3))),
         patch_size=patch,  # type: ignore[arg-type]
         total_steps=int(config.get("train", {}).get("steps", 1000)),
         options=options,

@@ -23,7 +23,7 @@ class BackboneStrategy(Strategy):
             config.in_channels,
             config.out_channels,
             width=config.width,
-            depth=int(config.option("depth", 3)),
+            depth=config.depth,
         )
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:

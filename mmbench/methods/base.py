@@ -59,12 +59,76 @@ REGION_CHANNELS: tuple[str, ...] = REGIONS
 Batch = dict[str, Any]
 
 
+_NO_DEFAULT: Any = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method-specific option (``--set methods.NAME.KEY=VALUE``), declared in
+    :attr:`Strategy.options` so that a bad key or value is refused before any work starts.
+
+    Attributes:
+        default: the value when the key is not set; its type is the option's type (an int
+            default also accepts whole floats, a float default also accepts ints).
+        help: one line for ``mmbench list`` and error messages.
+        choices: the allowed values, if the option is an enumeration.
+        minimum, maximum: inclusive bounds of a numeric option.
+        nullable: ``None`` is allowed besides values of the default's type.
+    """
+
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` converted to the option's type.
+
+        Raises:
+            ValueError: the value has the wrong type or is outside the choices or bounds; the
+                message names the key and what is allowed.
+        """
+        if value is None and (self.nullable or self.default is None):
+            return None
+        kind = type(self.default)
+        if self.choices is not None:
+            if value not in self.choices:
+                allowed = ", ".join(map(str, self.choices))
+                raise ValueError(f"{key} must be one of {allowed}; got {value!r}")
+            return value
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false; got {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not (
+                isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            ):
+                raise ValueError(f"{key} must be an integer; got {value!r}")
+            value = int(value)
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key} must be a number; got {value!r}")
+            value = float(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be a string; got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{key} must be >= {self.minimum}; got {value!r}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"{key} must be <= {self.maximum}; got {value!r}")
+        return value
+
+
 @dataclass
 class MethodConfig:
     """What a strategy is built from; filled from the preset.
 
     Attributes:
         width: base channel count C0 of the networks (the preset's ``model.width``).
+        depth: down-samplings of the shared U-Net backbone (the preset's ``model.depth``).
         patch_size: training crop (D, H, W) in voxels; also the sliding-window size at inference.
         in_channels: number of modalities (always 4, canonical order).
         out_channels: number of predicted regions (always 3: WT, TC, ET).
@@ -73,14 +137,18 @@ class MethodConfig:
     """
 
     width: int = 8
+    depth: int = 3
     patch_size: tuple[int, int, int] = (64, 64, 64)
     in_channels: int = len(MODALITIES)
     out_channels: int = len(REGION_CHANNELS)
     total_steps: int = 1000
     options: dict[str, Any] = field(default_factory=dict)
 
-    def option(self, key: str, default: Any) -> Any:
-        """A method-specific option with its default (``--set methods.NAME.KEY=VALUE``)."""
+    def option(self, key: str, default: Any = _NO_DEFAULT) -> Any:
+        """A method-specific option (``--set methods.NAME.KEY=VALUE``); without ``default``,
+        the key must be set (the engine fills every declared :class:`Option`'s default)."""
+        if default is _NO_DEFAULT:
+            return self.options[key]
         return self.options.get(key, default)
 
 
@@ -143,6 +211,10 @@ class Strategy(nn.Module):
     subset sampler, uniform over the 15 by default) or ``"full"`` (complete inputs only, as the
     zero-fill lower bound).
 
+    ``options`` declares the method's options (``methods.NAME.KEY``) with their defaults, types
+    and allowed values; the engine refuses undeclared keys and bad values before any work and
+    fills the defaults, so ``config.option(key)`` always has a value.
+
     ``step_budget`` multiplies the preset's ``train.steps`` for this method: 1 for every method
     of the comparison; a bound that trains one network per subset (15 networks, each with the
     budget of a run) sets 15.
@@ -154,6 +226,15 @@ class Strategy(nn.Module):
     tags: ClassVar[tuple[str, ...]] = ()
     train_subsets: ClassVar[Literal["random", "full"]] = "random"
     step_budget: ClassVar[float] = 1.0
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        """Every :class:`Option` of this class and its bases (a subclass overrides a base's)."""
+        out: dict[str, Option] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("options", {}))
+        return out
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()

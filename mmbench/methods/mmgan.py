@@ -108,7 +108,7 @@ class MMGAN(Strategy):
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
-        depth = int(config.option("depth", 3))
+        depth = config.depth
         n_mod = config.in_channels
         self.generator = UNet3D(2 * n_mod, n_mod, width=config.width, depth=depth)
         self.segmenter = UNet3D(n_mod, config.out_channels, width=config.width, depth=depth)

@@ -81,7 +81,7 @@ class RetrievalKNN(Strategy):
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
-        depth = int(config.option("depth", 3))
+        depth = config.depth
         width = config.width
         self.n_mod = config.in_channels
         self.k = int(config.option("k", 5))

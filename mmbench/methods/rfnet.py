@@ -157,7 +157,7 @@ class RFNet(Strategy):
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
-        depth = int(config.option("depth", 3))
+        depth = config.depth
         width = config.width
         mwidth = int(config.option("modality_width", max(2, width // 2)))
         self.aux_weight = float(config.option("aux_weight", 0.5))

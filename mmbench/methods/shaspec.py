@@ -67,7 +67,7 @@ class ShaSpec(Strategy):
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
-        depth = int(config.option("depth", 3))
+        depth = config.depth
         width = config.width
         enc_width = int(config.option("encoder_width", max(2, width // 2)))
         self.n_mod = config.in_channels

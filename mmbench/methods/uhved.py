@@ -78,7 +78,7 @@ class UHVED(Strategy):
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
-        self.depth = int(config.option("depth", 3))
+        self.depth = config.depth
         width = config.width
         mwidth = int(config.option("modality_width", max(2, width // 2)))
         self.recon_weight = float(config.option("recon_weight", 1.0))
