@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/report_speed.py [--cases 50] [--methods 10] [--keep DIR] [--profile]``
 
-Synthetic run folders (``mmbench.reporting.fixtures``) are written first (not timed); then the
+Synthetic run folders (``tests/report_fixtures.py``) are written first (not timed); then the
 full report is built as ``mmbench report`` builds it by default (Dice and HD95 tables in md/tex/csv,
 family and rank tables, statistics, every figure in PNG and PDF, the HTML page) and timed.
 """
@@ -13,12 +13,15 @@ import argparse
 import cProfile
 import os
 import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from mmbench.reporting.api import build_report
-from mmbench.reporting.fixtures import fake_results, write_run_folders
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from report_fixtures import fake_results, write_run_folders  # noqa: E402
 
 
 def main() -> None:

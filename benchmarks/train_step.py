@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from mmbench.benchmark.config import config_for_method, load_config
-from mmbench.benchmark.runner import make_batch_source, make_fit_batches, prepare_data
+from mmbench.benchmark.runner import resolve_config
 from mmbench.benchmark.trainer import Trainer
+from mmbench.datasets.prepare import prepare_data
+from mmbench.datasets.sampling import make_batch_source, make_fit_batches
 from mmbench.methods import create, resolve_methods
 
 
@@ -36,29 +37,33 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.preset)
-    bundle = prepare_data("synthetic", config, progress=False, log=lambda _: None)
-    batch = int(config["train"]["batch_size"])
+    names = resolve_methods(args.methods)
+    config = resolve_config(
+        args.preset, [f"train.steps={args.steps}", "train.val_every=0", *args.set], names
+    )
+    data = prepare_data("synthetic", config, progress=False, log=lambda _: None)
+    batch = config.train.batch_size
+    crop = config.model.patch_size
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s); preset {args.preset}: width "
-        f"{config['model']['width']}, crop {config['model']['patch_size']}, batch {batch}"
+        f"{config.model.width}, crop {crop}, batch {batch}"
     )
     print(f"{'method':<16} {'s/step':>7} {'params':>11}")
-    for name in resolve_methods(args.methods):
-        cfg = config_for_method(config, name)
-        cfg["train"].update(steps=args.steps, val_every=0)
+    for name in names:
+        cfg = config.for_method(name)
         strategy = create(name, preset=cfg)
         with tempfile.TemporaryDirectory() as run_dir:
             trainer = Trainer(
                 strategy,
-                cfg["train"],
+                cfg.train,
                 Path(run_dir),
-                batches=make_batch_source(bundle, bundle.patch_size),
-                fit_batches=make_fit_batches(bundle, bundle.patch_size, 0, batch),
+                batches=make_batch_source(data.train, crop),
+                fit_batches=make_fit_batches(data.train, crop, 0, batch),
                 validator=None,
                 seed=0,
                 device=torch.device("cpu"),

@@ -1,8 +1,10 @@
 """``mmbench`` command line: a thin front over the library (run, list, report, data, evaluate).
 
 Every sub-command parses its arguments and calls one library function; anything it does can be
-done from Python. Errors a user can fix (unknown method or dataset, missing data root, bad
-``--set`` key) print one line naming what is valid and exit with status 2.
+done from Python. Errors a user can fix (:class:`mmbench.errors.MMBenchError`: unknown method or
+dataset, missing data root, bad ``--set`` key or value) print one line naming what is valid and
+exit with status 2; any other exception is a bug and exits with its traceback (status 1); Ctrl-C
+exits with status 130 and a line saying that rerunning the command resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _one_line(exc: BaseException) -> str:
@@ -28,7 +31,8 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mmbench.benchmark.runner import run_benchmark, summary_table
+    from mmbench.benchmark.runner import run_benchmark
+    from mmbench.reporting.summary import summary_table
 
     summaries = run_benchmark(
         args.methods,
@@ -180,8 +184,29 @@ def cmd_check_official(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.imported import import_weights
+    from mmbench.reporting.summary import summary_table
+
+    summary = import_weights(
+        args.method,
+        args.checkpoint,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        preset=args.preset,
+        seed=args.seed,
+        out=args.out,
+        overrides=args.set,
+        progress=not args.no_progress,
+    )
+    print()
+    print(summary_table([summary]))
+    print(f"results in {summary.run_dir.resolve()}; next: mmbench report --runs {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from mmbench.benchmark.config import PRESETS
+    from mmbench.config import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="mmbench",
@@ -309,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--json", action="store_true", help="print one JSON object")
     off.set_defaults(func=cmd_check_official)
 
+    imp = sub.add_parser(
+        "import-weights",
+        help="evaluate an official checkpoint of a method with mmbench's protocol (no training)",
+    )
+    imp.add_argument("--method", required=True, help="a method with an official-code port")
+    imp.add_argument(
+        "--checkpoint", type=Path, required=True, help="the official state-dict file (.pth/.pt)"
+    )
+    imp.add_argument("--dataset", default="synthetic", help="dataset to evaluate on")
+    imp.add_argument("--data-root", type=Path, default=None, help="the dataset's folder")
+    imp.add_argument(
+        "--preset",
+        default="paper",
+        help="model size and evaluation protocol (default: paper, the official widths)",
+    )
+    imp.add_argument("--seed", type=int, default=0, help="seed recorded for the run (default 0)")
+    imp.add_argument("--out", default="results", help="results folder (default: results)")
+    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    imp.set_defaults(func=cmd_import_weights)
+
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_command", required=True)
     chk = dsub.add_parser("check", help="discovery and validation report")
@@ -332,16 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from mmbench.errors import MMBenchError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        # User-fixable input errors (ConfigError, DataRootError and unknown names are
-        # ValueErrors): one line, exit 2. Anything else is a bug and keeps its traceback.
+    except MMBenchError as exc:
+        # An error the user can fix: one line, exit 2. Anything else is a bug: Python prints
+        # its traceback and the exit status is 1.
         print(f"mmbench: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("mmbench: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        print(
+            "mmbench: interrupted; finished work is saved, and rerunning the same command "
+            "resumes where it stopped",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -36,3 +36,15 @@ class RunError(MMBenchError):
 class CheckpointError(MMBenchError):
     """A checkpoint or official weight file cannot be loaded (unsafe content, missing or
     mismatched keys); the message names the file and the first problems."""
+
+
+class SplitError(MMBenchError):
+    """A split file or split request is malformed or does not fit the dataset."""
+
+
+class PredictionError(MMBenchError):
+    """An outside prediction file is named, shaped or labelled wrongly; the message names it."""
+
+
+class ReportError(MMBenchError):
+    """Run folders cannot be reported as asked (none found, mixed conventions, bad option)."""

@@ -137,6 +137,9 @@ def test_a_per_method_learning_rate_reaches_only_that_method(tmp_path: Path, cap
         (["run", "--methods", "zerofill,ablation"], "ablations"),
         (["run", "--set", "methods.zerofill.train.lrr=1"], "weight_decay"),
         (["run", "--dataset", "brats2018", "--data-root", "/nonexistent/mmbench"], "brats2018"),
+        (["run", "--methods", "zerofill", "--set", "methods.zerofill.foo=1"], "zerofill.foo"),
+        (["run", "--set", "eval.metrics=[dice,hd99]"], "eval.metrics[1]"),
+        (["run", "--set", "train.lr=abc"], "train.lr must be a number"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(args, expected, capsys, monkeypatch) -> None:
@@ -145,6 +148,49 @@ def test_user_errors_are_one_line_with_exit_2(args, expected, capsys, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err.startswith("mmbench: error:") and "\n" not in err
     assert expected in err
+
+
+def test_an_internal_error_keeps_its_traceback_and_exits_1() -> None:
+    code = (
+        "import sys, mmbench.benchmark.runner as r\n"
+        "def broken(*a, **k):\n    raise ZeroDivisionError('a bug, not a user error')\n"
+        "r.run_benchmark = broken\n"
+        "from mmbench.cli import main\n"
+        "sys.exit(main(['run', '--methods', 'zerofill', '--preset', 'smoke']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr
+
+
+def test_ctrl_c_says_that_a_rerun_resumes_and_exits_130(monkeypatch, capsys) -> None:
+    import mmbench.benchmark.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_benchmark", interrupted)
+    assert main(["run", "--methods", "zerofill", *SMOKE]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "rerunning the same command resumes" in err
+
+
+def test_invalid_config_is_refused_before_any_data_work(tmp_path, monkeypatch, capsys) -> None:
+    import mmbench.benchmark.runner as runner
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data preparation must not start")
+
+    monkeypatch.setattr(runner, "prepare_data", no_data)
+    out = tmp_path / "r"
+    assert (
+        main(
+            ["run", "--methods", "zerofill", "--out", str(out), "--set", "eval.threshold=2", *SMOKE]
+        )
+        == 2
+    )
+    assert "eval.threshold" in capsys.readouterr().err
+    assert not out.exists()  # nothing invalid is written to a run folder
 
 
 @pytest.mark.parametrize("where", ["train:3", "eval:1"])

@@ -245,9 +245,9 @@ def test_zero_absent_is_reexported():
 
 @pytest.mark.slow
 def test_synthetic_phantoms_read_like_brats2024(tmp_path):
-    from mmbench.datasets.synthetic import prepare_synthetic
+    from mmbench.datasets.synthetic_cache import ensure_synthetic
 
-    root = prepare_synthetic(2, (12, 12, 12), "glioma", 0, cache_root=tmp_path, n_jobs=1)
+    root = ensure_synthetic(tmp_path, 2, (12, 12, 12), "glioma", 0, n_jobs=1, progress=False)
     index = load_dataset("synthetic", root, strict=True)
     assert index.case_ids == ["BraTS-SYN-00000-000", "BraTS-SYN-00001-000"]
     data = build_preprocess(index.spec)(index.cases[0].as_item())

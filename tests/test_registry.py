@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.benchmark.config import ConfigError
-from mmbench.benchmark.runner import available_cores, resolve_jobs
+from mmbench.benchmark.runtime import available_cores, resolve_jobs
+from mmbench.errors import ConfigError
 from mmbench.families import FAMILIES
 from mmbench.methods import list_methods, method_group, method_info, resolve_methods
 
@@ -14,7 +14,9 @@ from mmbench.methods import list_methods, method_group, method_info, resolve_met
 def test_all_is_every_method_but_ablation_variants() -> None:
     everything = list_methods()
     members = method_group("all")
-    assert members == [n for n in everything if "ablation" not in method_info(n).tags]
+    assert members == [
+        n for n in everything if not {"ablation", "bound"} & set(method_info(n).tags)
+    ]
     assert {"zerofill", "dropout-unet", "adamm", "mmgan", "shaspec", "retrieval-knn"} <= set(
         members
     )
@@ -34,9 +36,11 @@ def test_ablations_group_holds_adamm_and_its_variants() -> None:
 
 
 def test_resolve_mixes_names_and_groups_without_repeats() -> None:
-    names = resolve_methods("all,ablations")
+    names = resolve_methods("all,ablations,bounds")
     assert names == method_group("all") + [
-        n for n in method_group("ablations") if n not in method_group("all")
+        n
+        for n in method_group("ablations") + method_group("bounds")
+        if n not in method_group("all")
     ]
     assert sorted(names) == sorted(list_methods())
     assert resolve_methods(["rfnet", "zerofill", "rfnet"]) == ["rfnet", "zerofill"]

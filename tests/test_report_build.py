@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import fake_results, write_run_folders
 
 from mmbench.reporting.api import build_report, evaluate_predictions
 from mmbench.reporting.external import (
@@ -22,7 +23,6 @@ from mmbench.reporting.external import (
     parse_prediction_name,
     prediction_file_name,
 )
-from mmbench.reporting.fixtures import fake_results, write_run_folders
 from mmbench.reporting.load import IncompleteRunWarning, load_results
 from mmbench.reporting.tables import MixedPolicyError
 from mmbench.subsets import FULL, Subset

@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import fake_results
 
 from mmbench.benchmark.schema import RESULT_COLUMNS
 from mmbench.reporting.family import family_view, frame_to_latex, mean_ranks
-from mmbench.reporting.fixtures import fake_results
 from mmbench.reporting.stats import (
     bootstrap_avg_ci,
     holm,

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from mmbench.benchmark.trainer import SubsetSampler, Trainer, poly_factor
+from mmbench.config import TrainSection, build_section
 from mmbench.methods.base import MethodConfig, Stage, Strategy
 from mmbench.subsets import FULL
 
-TRAIN = {
-    "steps": 6,
-    "batch_size": 2,
-    "lr": 0.1,
-    "weight_decay": 0.0,
-    "poly_power": 0.9,
-    "grad_clip": None,
-    "val_every": 2,
-    "log_every": 1,
-    "amp": "off",
-    "deterministic": True,
-}
+TRAIN = build_section(
+    TrainSection,
+    {
+        "steps": 6,
+        "batch_size": 2,
+        "lr": 0.1,
+        "weight_decay": 0.0,
+        "poly_power": 0.9,
+        "grad_clip": None,
+        "val_every": 2,
+        "log_every": 1,
+        "amp": "off",
+        "deterministic": True,
+    },
+)
 
 
 def batches(rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
@@ -97,7 +103,7 @@ def test_subsets_vary_per_step_and_absent_channels_are_zero(tmp_path) -> None:
     model = TwoPlayer(MethodConfig())
     Trainer(
         model,
-        {**TRAIN, "steps": 30},
+        replace(TRAIN, steps=30),
         tmp_path,
         batches,
         fit_batches=lambda: iter([]),
@@ -160,7 +166,7 @@ def _train(tmp_path, steps_cfg, validator=None):
 
 
 def test_resume_replays_exactly(tmp_path) -> None:
-    cfg = {**TRAIN, "steps": 8, "val_every": 3}
+    cfg = replace(TRAIN, steps=8, val_every=3)
     full, _ = _train(tmp_path / "a", cfg)
 
     calls = {"n": 0}
@@ -183,7 +189,7 @@ def test_resume_replays_exactly(tmp_path) -> None:
     )
     with pytest.raises(KeyboardInterrupt):
         t1.fit()
-    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["state"]["step"] == 6
 
     torch.manual_seed(99)  # the resumed process starts from another init and RNG state
@@ -201,11 +207,11 @@ def test_resume_replays_exactly(tmp_path) -> None:
 def test_checkpoint_selection_uses_the_validator(tmp_path) -> None:
     scores = iter([0.2, 0.9, 0.1, 0.3])
     _, trainer = _train(
-        tmp_path, {**TRAIN, "steps": 8, "val_every": 2}, validator=lambda m: next(scores)
+        tmp_path, replace(TRAIN, steps=8, val_every=2), validator=lambda m: next(scores)
     )
     assert trainer.state.best_score == pytest.approx(0.9)
     assert trainer.state.best_step == 4
-    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
     assert best["state"]["step"] == 4
 
 
@@ -249,7 +255,7 @@ def test_fit_stage_after_selection_is_refitted_on_the_best_weights(tmp_path) -> 
     model = Banked(MethodConfig())
     trainer = Trainer(
         model,
-        {**TRAIN, "steps": 4, "val_every": 2},
+        replace(TRAIN, steps=4, val_every=2),
         tmp_path,
         batches,
         fit_batches=lambda: iter([]),
@@ -259,6 +265,45 @@ def test_fit_stage_after_selection_is_refitted_on_the_best_weights(tmp_path) -> 
     )
     trainer.fit()
     trainer.load_best()
-    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert torch.equal(model.conv.bias, best["conv.bias"])
     assert torch.equal(model.bank, best["conv.bias"])  # refitted, not the pre-fit zeros
+
+
+def test_checkpoints_load_with_weights_only_and_a_crafted_pickle_is_refused(tmp_path) -> None:
+    import pickle
+
+    from mmbench.benchmark.checkpoint import load_checkpoint
+    from mmbench.errors import CheckpointError
+
+    trainer = Trainer(
+        TwoPlayer(MethodConfig()),
+        TRAIN,
+        tmp_path,
+        batches,
+        fit_batches=lambda: iter([]),
+        validator=lambda m: 0.5,
+        progress=False,
+        log=print,
+    )
+    trainer.fit()
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert {"model", "optimizers", "state", "rng"} <= set(ckpt)
+
+    class Payload:  # unpickling this would run os.system
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    crafted = tmp_path / "crafted.pt"
+    crafted.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(crafted)
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"model": Payload()}, tmp_path / "crafted2.pt")
+    (tmp_path / "pwned").unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match="crafted2.pt"):
+        load_checkpoint(tmp_path / "crafted2.pt")
+    assert not (tmp_path / "pwned").exists()

@@ -23,67 +23,49 @@ from tqdm.auto import tqdm
 from mmbench.atomic import atomic_save_nifti
 from mmbench.benchmark.results import ResultsStore
 from mmbench.benchmark.schema import prediction_file_name
+from mmbench.benchmark.scorer import ScoringSettings, load_reference, score_case
 from mmbench.benchmark.trainer import interruption_point
+from mmbench.config import Config
 from mmbench.methods.base import Strategy
-from mmbench.metrics import DEFAULT_MAX_DISTANCE, MetricPolicy, score_many
-from mmbench.regions import REGIONS, label_from_regions, region_masks
+from mmbench.regions import REGIONS, label_from_regions
 from mmbench.subsets import ALL_SUBSETS, Subset, as_subset, zero_absent
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The preset's ``eval`` section, typed.
+    """How a trained strategy is evaluated (from the configuration's ``eval`` section).
 
     Attributes:
         patch_size: sliding-window size (D, H, W): ``eval.window``, by default the model's
             training crop (``model.patch_size``). Keep it equal to the crop for networks with
             instance normalisation: on the quick preset, a 48³ window over a model trained on
             32³ crops dropped full-modality WT Dice from 0.87 to 0.70 (measured on one run).
-        policy: metric conventions.
-        metrics: metric names to compute per region.
+        scoring: metrics and conventions (:class:`~mmbench.benchmark.scorer.ScoringSettings`).
         threshold: probability above which a voxel is predicted in a region.
-        etpp: also report region ``ETpp``.
         sw_batch_size, sw_overlap: sliding-window parameters.
-        n_jobs: joblib workers scoring the 15 subsets of a case.
         save_cases: how many test cases (first in split order) get NIfTI predictions saved.
         save_subsets: the subsets saved for those cases.
     """
 
     patch_size: tuple[int, int, int]
-    policy: MetricPolicy = MetricPolicy()
-    metrics: tuple[str, ...] = ("dice", "hd95", "iou", "sensitivity", "specificity")
+    scoring: ScoringSettings = ScoringSettings()
     threshold: float = 0.5
-    etpp: bool = False
     sw_batch_size: int = 1
     sw_overlap: float = 0.25
-    n_jobs: int = 1
     save_cases: int = 0
     save_subsets: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> EvalSettings:
-        ev = config["eval"]
-        if ev.get("extra_regions"):
-            raise ValueError(
-                "eval.extra_regions is not supported yet: the strategies predict WT, TC and ET "
-                f"only (got {ev['extra_regions']})"
-            )
-        save = ev.get("save_predictions") or {}
+    def from_config(cls, config: Config) -> EvalSettings:
+        ev = config.eval
         return cls(
-            patch_size=tuple(int(v) for v in ev.get("window") or config["model"]["patch_size"]),
-            policy=MetricPolicy(
-                empty=ev.get("empty_policy", "penalty"),
-                hd95_mode=ev.get("hd95_mode", "pooled"),
-                max_distance=float(ev.get("max_distance", DEFAULT_MAX_DISTANCE)),
-            ),
-            metrics=tuple(ev.get("metrics") or cls.metrics),
-            threshold=float(ev.get("threshold", 0.5)),
-            etpp=bool(ev.get("etpp", False)),
-            sw_batch_size=int(ev.get("sw_batch_size", 1)),
-            sw_overlap=float(ev.get("sw_overlap", 0.25)),
-            n_jobs=int(ev.get("n_jobs", 1)),
-            save_cases=int(save.get("cases", 0) or 0),
-            save_subsets=tuple(as_subset(s).name for s in save.get("subsets") or ()),
+            patch_size=config.window,
+            scoring=ScoringSettings.from_config(config),
+            threshold=ev.threshold,
+            sw_batch_size=ev.sw_batch_size,
+            sw_overlap=ev.sw_overlap,
+            save_cases=ev.save_predictions.cases,
+            save_subsets=tuple(as_subset(x).name for x in ev.save_predictions.subsets),
         )
 
 
@@ -196,68 +178,34 @@ class Evaluator:
     def _evaluate_case(
         self, case_id: str, data: Mapping[str, Any], subsets: Sequence[Subset], save: bool
     ) -> list[dict[str, Any]]:
-        from mmbench.datasets import native_affine, native_spacing, restore_to_native
+        from mmbench.datasets import native_affine, restore_to_native
 
         s = self.settings
-        label_path = _label_path(data)
-        label = np.asanyarray(nib.load(str(label_path)).dataobj)
-        ref = region_masks(label, self.region_labels)
-        spacing = native_spacing(data)
+        reference = load_reference(case_id, _label_path(data), self.region_labels)
         image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32)[None]
         image = image.to(self.device)
-        units, extra_rows = [], []
+        predictions: dict[str, dict[str, np.ndarray]] = {}
+        extra: list[tuple[str, str, str, float]] = []
         for subset in subsets:
             with torch.inference_mode():
                 prob = predict_volume(
                     self.strategy, image, subset, s.patch_size, s.sw_batch_size, s.sw_overlap
                 )
-                extras = (
-                    self.strategy.extra_metrics(zero_absent(image, subset), image, subset.available)
-                    if not subset.is_full
-                    else []
-                )
+                if not subset.is_full:
+                    extra += [
+                        (subset.name, region, metric, value)
+                        for region, metric, value in self.strategy.extra_metrics(
+                            zero_absent(image, subset), image, subset.available
+                        )
+                    ]
             binary = (prob[0] > s.threshold).cpu().numpy()
             native = restore_to_native(binary, data)
-            pred = {r: native[i] for i, r in enumerate(REGIONS)}
-            unit_key = {**self.key, "case": case_id, "subset": subset.name}
-            units.append(
-                {
-                    **unit_key,
-                    "pred": pred,
-                    "ref": ref,
-                    "spacing": spacing,
-                    "policy": s.policy,
-                    "metrics": s.metrics,
-                    "etpp": s.etpp,
-                }
-            )
-            policy_cols = s.policy.as_dict()
-            for region in REGIONS:
-                extra_rows.append(
-                    {
-                        **unit_key,
-                        "region": region,
-                        "metric": "ref_voxels",
-                        "value": float(ref[region].sum()),
-                        **policy_cols,
-                    }
-                )
-            for region, metric, value in extras:
-                extra_rows.append(
-                    {
-                        **unit_key,
-                        "region": region,
-                        "metric": metric,
-                        "value": float(value),
-                        **policy_cols,
-                    }
-                )
+            predictions[subset.name] = {r: native[i] for i, r in enumerate(REGIONS)}
             if save and self.predictions_dir is not None and subset.name in s.save_subsets:
                 out = self.predictions_dir / prediction_file_name(case_id, subset)
                 img = nib.Nifti1Image(label_from_regions(*native), native_affine(data))
                 atomic_save_nifti(img, out)
-        rows = [r for unit_rows in score_many(units, n_jobs=s.n_jobs) for r in unit_rows]
-        return rows + extra_rows
+        return score_case(reference, predictions, s.scoring, self.key, extra)
 
 
 def _label_path(data: Mapping[str, Any]) -> Path:

@@ -11,7 +11,7 @@ Run folder layout (``results/<dataset>/<method>/seed<S>-fold<F>/``):
 - ``environment.json``  package versions, device, git commit
 - ``run.json``          :data:`RUN_INFO_KEYS` (method, family, paper, params, status, ...)
 - ``train_log.csv``     one row per logged training step
-- ``checkpoints/``      ``last.pt`` and ``best.pt``
+- ``checkpoints/``      ``last.pt`` and ``best.pt`` (load with ``weights_only=True``)
 - ``metrics.csv``       rows with :data:`RESULT_COLUMNS`
 - ``predictions/``      optional NIfTI predictions ``<case>__<subset code>.nii.gz``
 """
@@ -58,6 +58,8 @@ INVALID_FILE = "invalid_cases.json"
 ENVIRONMENT_FILE = "environment.json"
 PREDICTIONS_DIR = "predictions"
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_LAST = "last.pt"
+CHECKPOINT_BEST = "best.pt"
 
 PREDICTION_SUFFIX = ".nii.gz"
 

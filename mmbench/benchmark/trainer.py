@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,17 @@ import torch
 from tqdm.auto import tqdm
 
 from mmbench.atomic import atomic_torch_save, read_csv_rows, write_csv_rows_atomic
+from mmbench.benchmark.checkpoint import load_checkpoint, numpy_state, set_numpy_state
+from mmbench.benchmark.runtime import pick_device
+from mmbench.benchmark.schema import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_DIR,
+    CHECKPOINT_LAST,
+    TRAIN_LOG_FILE,
+)
+from mmbench.config import TrainSection
 from mmbench.methods.base import Stage, StepContext, Strategy, validate_losses
 from mmbench.subsets import ALL_SUBSETS, FULL, Subset, as_subset, zero_absent
-
-CHECKPOINT_LAST = "last.pt"
-CHECKPOINT_BEST = "best.pt"
 
 
 def interruption_point(where: str, index: int) -> None:
@@ -45,13 +51,6 @@ def interruption_point(where: str, index: int) -> None:
     target = os.environ.get("MMBENCH_KILL_AT")
     if target and target == f"{where}:{index}":
         os._exit(137)
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """CUDA when present (or when asked), else CPU."""
-    if requested and requested != "auto":
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -133,7 +132,7 @@ class Trainer:
 
     Args:
         strategy: the model to train (moved to ``device``).
-        train_config: the preset's ``train`` section.
+        train_config: the configuration's ``train`` section (:class:`~mmbench.config.TrainSection`).
         run_dir: where ``checkpoints/`` and ``train_log.csv`` go.
         batches: draws a training batch (see :data:`BatchSource`).
         fit_batches: yields full-modality training batches for ``fit`` stages.
@@ -144,7 +143,7 @@ class Trainer:
     def __init__(
         self,
         strategy: Strategy,
-        train_config: dict[str, Any],
+        train_config: TrainSection,
         run_dir: Path,
         batches: BatchSource,
         fit_batches: Callable[[], Any] | None = None,
@@ -157,8 +156,8 @@ class Trainer:
         self.strategy = strategy
         self.cfg = train_config
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.log_path = self.run_dir / "train_log.csv"
+        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self.log_path = self.run_dir / TRAIN_LOG_FILE
         self.batches = batches
         self.fit_batches = fit_batches
         self.validator = validator
@@ -166,15 +165,15 @@ class Trainer:
         self.device = device or pick_device()
         self.progress = progress
         self.log = log
-        self.total_steps = int(round(int(train_config["steps"]) * strategy.step_budget))
-        self.sampler = SubsetSampler(train_config.get("subset_weights", "uniform"))
-        self.amp_dtype = autocast_dtype(str(train_config.get("amp", "auto")), self.device)
+        self.total_steps = int(round(train_config.steps * strategy.step_budget))
+        self.sampler = SubsetSampler(train_config.subset_weights)
+        self.amp_dtype = autocast_dtype(train_config.amp, self.device)
         self.stages: list[Stage] = strategy.stages()
         self._check_stages()
         self.stage_steps = self._split_steps()
         strategy.to(self.device)
         self.optimizers = strategy.configure_optimizers(
-            lr=float(train_config["lr"]), weight_decay=float(train_config["weight_decay"])
+            lr=train_config.lr, weight_decay=train_config.weight_decay
         )
         self.base_lrs = {
             name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()
@@ -217,7 +216,7 @@ class Trainer:
     def _checkpoint(self) -> dict[str, Any]:
         rng = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": numpy_state(),
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -239,7 +238,7 @@ class Trainer:
         path = self.ckpt_dir / CHECKPOINT_LAST
         if not path.exists():
             return False
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint(path, self.device)
         self.strategy.load_state_dict(ckpt["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
@@ -247,7 +246,7 @@ class Trainer:
         self.state = TrainerState(**ckpt["state"])
         rng = ckpt["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        set_numpy_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -264,7 +263,7 @@ class Trainer:
         path = self.ckpt_dir / CHECKPOINT_BEST
         if not path.exists():
             return
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint(path, self.device)
         self.strategy.load_state_dict(ckpt["model"])
         best_stage = int(ckpt["state"].get("best_stage", -1))
         for stage in self.stages[best_stage + 1 :]:
@@ -304,7 +303,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- loop
     def _make_batch(self, rng: np.random.Generator, subset: Subset) -> dict[str, Any]:
-        raw = self.batches(rng, int(self.cfg["batch_size"]))
+        raw = self.batches(rng, self.cfg.batch_size)
         full = raw["image"].to(self.device, non_blocking=True)
         return {
             "image": zero_absent(full, subset),
@@ -319,7 +318,7 @@ class Trainer:
         custom = self.strategy.lr_factor(name, ctx)
         if custom is not None:
             return float(custom)
-        power = float(self.cfg.get("poly_power", 0.9))
+        power = self.cfg.poly_power
         if stage.schedule == "stage":
             # poly over the stage's own steps, from the stage's first step at the full rate
             return poly_factor(ctx.stage_step - 1, ctx.stage_steps, power)
@@ -346,7 +345,7 @@ class Trainer:
             ]
             retain = i < len(active) - 1
             self.scaler.scale(losses[name]).backward(inputs=params, retain_graph=retain)
-        clip = self.cfg.get("grad_clip")
+        clip = self.cfg.grad_clip
         for name in active:
             opt = self.optimizers[name]
             if clip:
@@ -376,10 +375,10 @@ class Trainer:
     def fit(self) -> TrainerState:
         """Run (or finish) every stage; returns the final state. Resumes from ``last.pt``."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(self.seed, bool(self.cfg.get("deterministic", True)))
+        seed_everything(self.seed, self.cfg.deterministic)
         self.resume()
-        val_every = int(self.cfg.get("val_every") or 0)
-        log_every = int(self.cfg.get("log_every") or 1)
+        val_every = self.cfg.val_every
+        log_every = self.cfg.log_every
         bar = tqdm(
             total=self.total_steps,
             initial=self.state.step,
@@ -474,8 +473,3 @@ class Trainer:
                     value.detach() if torch.is_tensor(value) else value
                 )
             self._write_log(row)
-
-
-def collate(samples: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Stack per-sample tensors (C×D×H×W) into N×C×D×H×W, key by key."""
-    return {k: torch.stack([torch.as_tensor(np.asarray(s[k])) for s in samples]) for k in keys}

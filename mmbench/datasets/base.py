@@ -119,11 +119,13 @@ class Case:
         return [*(self.images[m] for m in MODALITIES), self.label]
 
     def as_item(self) -> dict:
-        """The data dict the transforms take: ``{"id", "image": [4 paths], "label"}``."""
+        """The data dict the transforms take: ``{"id", "image": [4 paths], "label",
+        "label_path"}`` (``label_path`` stays a path after ``label`` is loaded)."""
         return {
             "id": self.id,
             "image": [str(self.images[m]) for m in MODALITIES],
             "label": str(self.label),
+            "label_path": str(self.label),
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mmbench.datasets import brats2018, brats2024, pretreat_mets, synthetic
 from mmbench.datasets.base import DatasetSpec
+from mmbench.errors import UnknownNameError
 
 _REGISTRY: dict[str, DatasetSpec] = {
     module.SPEC.name: module.SPEC for module in (brats2018, brats2024, pretreat_mets, synthetic)
@@ -22,4 +23,6 @@ def get_dataset(name: str | DatasetSpec) -> DatasetSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_REGISTRY)}") from None
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; valid names: {', '.join(_REGISTRY)}"
+        ) from None

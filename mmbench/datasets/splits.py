@@ -30,6 +30,7 @@ import numpy as np
 
 from mmbench.datasets.base import Case, DatasetSpec
 from mmbench.datasets.registry import get_dataset
+from mmbench.errors import SplitError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 
@@ -64,12 +65,12 @@ class Split:
     def from_dict(cls, data: dict) -> Split:
         missing = [k for k in SPLIT_NAMES if k not in data]
         if missing:
-            raise ValueError(f"a split needs keys {list(SPLIT_NAMES)}; missing {missing}")
+            raise SplitError(f"a split needs keys {list(SPLIT_NAMES)}; missing {missing}")
         parts = {}
         for k in SPLIT_NAMES:
             ids = data[k]
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise ValueError(f"split part {k!r} must be a list of case id strings")
+                raise SplitError(f"split part {k!r} must be a list of case id strings")
             parts[k] = list(ids)
         return cls(**parts)
 
@@ -86,7 +87,7 @@ class Split:
             files = {k: path / f"{k}.txt" for k in SPLIT_NAMES}
             missing = [str(p) for p in files.values() if not p.is_file()]
             if missing:
-                raise ValueError(f"split folder {path} lacks {', '.join(missing)}")
+                raise SplitError(f"split folder {path} lacks {', '.join(missing)}")
             return cls(**{k: _read_ids(p.read_text().splitlines()) for k, p in files.items()})
         text = path.read_text()
         if text.lstrip().startswith("{"):
@@ -104,10 +105,10 @@ class Split:
             if line.startswith("[") and line.endswith("]"):
                 current = line[1:-1].strip().lower()
                 if current not in SPLIT_NAMES:
-                    raise ValueError(f"{path}:{n}: unknown section [{current}]")
+                    raise SplitError(f"{path}:{n}: unknown section [{current}]")
                 parts.setdefault(current, [])
             elif current is None:
-                raise ValueError(
+                raise SplitError(
                     f"{path}:{n}: case id before any [train]/[val]/[test] header; a text split "
                     "file needs the three section headers (or use JSON or a folder of three files)"
                 )
@@ -121,12 +122,12 @@ class Split:
         unknown = sorted({i for k in SPLIT_NAMES for i in getattr(self, k)} - known)
         if unknown:
             shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(f"split names {len(unknown)} case id(s) not in the dataset: {shown}")
+            raise SplitError(f"split names {len(unknown)} case id(s) not in the dataset: {shown}")
         seen: dict[str, str] = {}
         for k in SPLIT_NAMES:
             for i in getattr(self, k):
                 if i in seen:
-                    raise ValueError(f"case {i!r} is in both {seen[i]} and {k}")
+                    raise SplitError(f"case {i!r} is in both {seen[i]} and {k}")
                 seen[i] = k
 
     def __len__(self) -> int:
@@ -196,10 +197,10 @@ def make_split(
     """
     spec = get_dataset(spec)
     if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative shares, got {tuple(fractions)}")
+        raise SplitError(f"fractions must be three non-negative shares, got {tuple(fractions)}")
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
-        raise ValueError("case ids are not unique")
+        raise SplitError("case ids are not unique")
     members: dict[str, list[str]] = defaultdict(list)
     strata: dict[str, str] = {}
     for case in sorted(cases, key=lambda c: c.id):
@@ -219,9 +220,9 @@ def make_split(
         train_g = order[n_test + n_val :]
     else:
         if k_folds < 2 or not 0 <= fold < k_folds:
-            raise ValueError(f"need k_folds >= 2 and 0 <= fold < k_folds, got {k_folds}, {fold}")
+            raise SplitError(f"need k_folds >= 2 and 0 <= fold < k_folds, got {k_folds}, {fold}")
         if len(order) < k_folds + 1:
-            raise ValueError(f"{len(order)} groups are too few for {k_folds} folds plus a val part")
+            raise SplitError(f"{len(order)} groups are too few for {k_folds} folds plus a val part")
         test_g = order[fold::k_folds]
         rest = [g for i, g in enumerate(order) if i % k_folds != fold]
         _, n_val, _ = _counts(len(rest), (fractions[0], fractions[1], 0.0))

@@ -7,8 +7,6 @@ reads that folder through the very same discovery, validation and transforms as 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mmbench.datasets.base import DatasetSpec
 from mmbench.datasets.brats2024 import BRATS2024_SUFFIXES
 
@@ -26,21 +24,3 @@ SPEC = DatasetSpec(
     case_pattern=r"BraTS-SYN-[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*",
     separator="-",
 )
-
-
-def prepare_synthetic(
-    cases: int,
-    shape: tuple[int, int, int] = (64, 64, 64),
-    mode: str = "glioma",
-    seed: int = 0,
-    cache_root: str | Path | None = None,
-    n_jobs: int = -1,
-) -> Path:
-    """Generate (or reuse) the phantom cases and return the folder to pass as ``data_root``.
-
-    Thin wrapper over :func:`mmbench.datasets.synthetic_cache.ensure_synthetic` (``cache_root=None``
-    uses its default cache), imported lazily so that reading real data never needs the generator.
-    """
-    from mmbench.datasets.synthetic_cache import ensure_synthetic
-
-    return ensure_synthetic(cache_root, cases, tuple(shape), mode, seed, n_jobs=n_jobs)

@@ -43,6 +43,7 @@ from monai.transforms import (
 
 from mmbench.datasets.base import COMPARTMENTS, REGIONS, DatasetSpec
 from mmbench.datasets.registry import get_dataset
+from mmbench.errors import ConfigError
 from mmbench.regions import region_channels as regions_from_label
 
 NORMALIZATIONS: tuple[str, ...] = ("zscore", "minmax")
@@ -211,7 +212,10 @@ class RandTumourCropd(Randomizable, MapTransform):
         shape = np.asarray(label.shape[1:])
         size = np.asarray(self.spatial_size)
         if np.any(shape < size):
-            raise ValueError(f"volume {tuple(shape)} is smaller than the crop {tuple(size)}")
+            raise ConfigError(
+                f"a case of shape {tuple(shape)} is smaller than the crop {tuple(size)}: "
+                "lower model.patch_size"
+            )
         centre = None
         if self.R.rand() < self.pos_ratio:
             fg = torch.nonzero(torch.as_tensor(label)[0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
-from mmbench.methods.base import Batch, MethodConfig, StepContext, Strategy
+from mmbench.methods.base import Batch, MethodConfig, Option, StepContext, Strategy
 from mmbench.methods.blocks import UNet3D
 from mmbench.methods.losses import dice_bce_loss
 
@@ -14,8 +16,10 @@ class BackboneStrategy(Strategy):
     """The compact 3-D U-Net (:class:`~mmbench.methods.blocks.UNet3D`) predicting WT, TC, ET.
 
     Input is the four-channel volume with absent channels zero; the subsets it trains on are
-    set by ``train_subsets`` in subclasses.
+    set by ``train_subsets`` in subclasses. It has no options of its own.
     """
+
+    options: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)

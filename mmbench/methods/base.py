@@ -229,6 +229,12 @@ class Strategy(nn.Module):
     options: ClassVar[dict[str, Option]] = {}
 
     @classmethod
+    def declares_options(cls) -> bool:
+        """Whether this class or a base below :class:`Strategy` declares ``options`` (a plug-in
+        that declares none takes its options unchecked)."""
+        return any("options" in k.__dict__ for k in cls.__mro__ if k is not Strategy)
+
+    @classmethod
     def declared_options(cls) -> dict[str, Option]:
         """Every :class:`Option` of this class and its bases (a subclass overrides a base's)."""
         out: dict[str, Option] = {}

@@ -7,11 +7,13 @@ entry point names a module (importing it runs its ``@register`` decorators) or a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from mmbench.config import Config, load_config
+from mmbench.errors import ConfigError, UnknownNameError
 from mmbench.families import FAMILIES
 from mmbench.methods.base import MethodConfig, Strategy
 
@@ -116,10 +118,8 @@ def method_group(group: str) -> list[str]:
     if group == "bounds":
         return [m.name for m in _ordered() if BOUND_TAG in m.tags]
     if group == "ablations":
-        return [
-            m.name for m in _ordered() if ABLATION_TAG in m.tags or ABLATION_BASE_TAG in m.tags
-        ]
-    raise ValueError(f"unknown method group {group!r}; valid: {', '.join(METHOD_GROUPS)}")
+        return [m.name for m in _ordered() if ABLATION_TAG in m.tags or ABLATION_BASE_TAG in m.tags]
+    raise UnknownNameError(f"unknown method group {group!r}; valid: {', '.join(METHOD_GROUPS)}")
 
 
 def resolve_methods(names: str | Sequence[str]) -> list[str]:
@@ -138,37 +138,82 @@ def resolve_methods(names: str | Sequence[str]) -> list[str]:
         else:
             _load_entry_points()
             if name not in _REGISTRY:
-                raise ValueError(
+                raise UnknownNameError(
                     f"unknown method {name!r}; valid: {', '.join(list_methods())} "
                     f"or a group: {', '.join(METHOD_GROUPS)}"
                 )
             members = [name]
         out += [m for m in members if m not in out]
     if not out:
-        raise ValueError(f"no methods given; valid: {', '.join(list_methods())}")
+        raise UnknownNameError(f"no methods given; valid: {', '.join(list_methods())}")
     return out
 
 
 def method_info(name: str) -> MethodInfo:
     _load_entry_points()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; valid: {', '.join(list_methods())}")
+        raise UnknownNameError(f"unknown method {name!r}; valid: {', '.join(list_methods())}")
     return _REGISTRY[name]
 
 
-def create(name: str, preset: str | dict[str, Any] | None = None, **options: Any) -> Strategy:
+def method_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of method ``name``: ``given`` checked against its declared
+    :attr:`~mmbench.methods.Strategy.options`, with every undeclared default filled in.
+
+    A plug-in class that declares no ``options`` at all takes its options as given.
+
+    Raises:
+        ConfigError: an unknown option or a bad value (the message lists the valid options).
+    """
+    cls = method_info(name).cls
+    if not cls.declares_options():
+        return dict(given)
+    declared = cls.declared_options()
+    out = {}
+    for key, value in given.items():
+        if key not in declared:
+            valid = ", ".join(f"{k} (default {o.default!r})" for k, o in declared.items())
+            raise ConfigError(f"unknown option methods.{name}.{key}; valid: {valid or 'none'}")
+        try:
+            out[key] = declared[key].check(f"methods.{name}.{key}", value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    for key, option in declared.items():
+        out.setdefault(key, option.default)
+    return out
+
+
+def method_config(config: Config, name: str, **options: Any) -> MethodConfig:
+    """The :class:`MethodConfig` of method ``name`` under a validated configuration."""
+    given = {**config.method_options(name), **options}
+    return MethodConfig(
+        width=config.model.width,
+        depth=config.model.depth,
+        patch_size=tuple(config.model.patch_size),  # type: ignore[arg-type]
+        total_steps=config.train.steps,
+        options=method_options(name, given),
+    )
+
+
+def create(
+    name: str, preset: str | Config | Mapping[str, Any] | None = None, **options: Any
+) -> Strategy:
     """Build a registered strategy.
 
     Args:
         name: registry name, e.g. ``"dropout-unet"``.
-        preset: a preset name (``"smoke"``, ``"quick"``, ``"paper"``) or a resolved config dict;
-            sets the width and patch size and the method's own options.
+        preset: a preset name (``"smoke"``, ``"quick"``, ``"paper"``), a :class:`Config` or a
+            nested mapping; sets the width, depth and patch size and the method's own options.
         options: method-specific options overriding the preset's ``methods.<name>`` section.
+
+    Raises:
+        UnknownNameError: unknown method. ConfigError: unknown option or bad value.
     """
     info = method_info(name)
-    from mmbench.benchmark.config import load_config, method_config
-
-    config = load_config(preset or "quick") if not isinstance(preset, dict) else preset
-    mc: MethodConfig = method_config(config, name)
-    mc.options.update(options)
-    return info.cls(mc)
+    if isinstance(preset, Config):
+        config = preset
+    elif isinstance(preset, Mapping):
+        config = Config.from_dict(preset)
+    else:
+        config = load_config(preset or "quick")
+    return info.cls(method_config(config, name, **options))

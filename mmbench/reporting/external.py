@@ -19,7 +19,6 @@ metric, ``ref_voxels``, and the policy columns. They are written as a run folder
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,14 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmbench.benchmark.schema import (
-    METRICS_FILE,
-    REGIONS,
-    RESULT_COLUMNS,
-    RUN_INFO_FILE,
-    prediction_file_name,
-)
-from mmbench.regions import LABEL_CONVENTIONS
+from mmbench.atomic import write_csv_rows_atomic
+from mmbench.benchmark.rundir import RunDir
+from mmbench.benchmark.schema import RESULT_COLUMNS, prediction_file_name
+from mmbench.benchmark.scorer import ScoringSettings, load_reference, score_case
+from mmbench.errors import ConfigError, PredictionError
+from mmbench.metrics import METRICS, MetricPolicy
+from mmbench.regions import LABEL_CONVENTIONS, REGIONS, region_masks
 from mmbench.regions import label_from_regions as label_map_from_regions
 from mmbench.subsets import as_subset
 
@@ -44,10 +42,6 @@ PREDICTION_LABELS: dict[str, tuple[int, ...]] = {
     "brats2024": (0, 1, 2, 3),
     "brats2018": (0, 1, 2, 4),
 }
-
-
-class PredictionError(ValueError):
-    """A prediction file is named, shaped or labelled wrongly; the message names the file."""
 
 
 def parse_prediction_name(name: str) -> tuple[str, str] | None:
@@ -65,7 +59,7 @@ def find_predictions(pred_dir: str | Path) -> dict[str, dict[str, Path]]:
     """Case id → subset name → prediction path, for every well-named file under ``pred_dir``."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise FileNotFoundError(f"no prediction folder at {pred_dir}")
+        raise PredictionError(f"no prediction folder at {pred_dir}")
     out: dict[str, dict[str, Path]] = {}
     for path in sorted(pred_dir.rglob("*.nii*")):
         parsed = parse_prediction_name(path.name)
@@ -124,10 +118,11 @@ def evaluate_prediction_dir(
             matches a case of the dataset.
     """
     from mmbench.datasets import discover, get_dataset, resolve_root
-    from mmbench.metrics import METRICS, MetricPolicy, score_many
 
     if label_convention not in PREDICTION_LABELS:
-        raise ValueError(f"label_convention must be one of {sorted(PREDICTION_LABELS)}")
+        raise ConfigError(
+            f"label_convention must be one of {sorted(PREDICTION_LABELS)}; got {label_convention!r}"
+        )
     if policy is None:
         policy = MetricPolicy()
     elif isinstance(policy, Mapping):
@@ -140,8 +135,8 @@ def evaluate_prediction_dir(
     unknown = sorted(set(preds) - set(by_id))
     if unknown:
         warnings.warn(
-            f"{len(unknown)} prediction case id(s) not in {spec.name} under {root}, skipped: "
-            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}",
+            f"{len(unknown)} prediction case(s) not in {spec.name} under {root}: "
+            f"{', '.join(unknown[:5])}",
             stacklevel=2,
         )
     todo = [c for c in sorted(preds) if c in by_id]
@@ -153,19 +148,17 @@ def evaluate_prediction_dir(
     method = method or Path(pred_dir).resolve().name
     allowed = np.asarray(PREDICTION_LABELS[label_convention])
     pred_regions = LABEL_CONVENTIONS[label_convention]
-    metrics = (*METRICS, "ref_voxels")
+    settings = ScoringSettings(policy=policy, metrics=METRICS, n_jobs=n_jobs)  # type: ignore[arg-type]
     key = {"dataset": spec.name, "method": method, "seed": 0, "fold": 0}
     rows: list[dict] = []
     for case_id in todo:
-        label, label_img = _load(by_id[case_id].label)
-        spacing = tuple(float(z) for z in label_img.header.get_zooms()[:3])
-        ref = {r: np.isin(label, spec.regions[r]) for r in regions}
-        units = []
+        reference = load_reference(case_id, by_id[case_id].label, spec.regions, regions)
+        predictions = {}
         for subset, path in sorted(preds[case_id].items()):
             pred, _ = _load(path)
-            if pred.shape != label.shape:
+            if pred.shape != reference.shape:
                 raise PredictionError(
-                    f"{path}: shape {pred.shape} differs from the reference {label.shape} "
+                    f"{path}: shape {pred.shape} differs from the reference {reference.shape} "
                     f"({by_id[case_id].label}); predictions must be on the native grid"
                 )
             bad = np.setdiff1d(np.unique(pred), allowed)
@@ -174,42 +167,27 @@ def evaluate_prediction_dir(
                     f"{path}: label values {bad.tolist()} outside the {label_convention} "
                     f"convention {allowed.tolist()}"
                 )
-            units.append(
-                {
-                    "pred": {r: np.isin(pred, pred_regions[r]) for r in regions},
-                    "ref": ref,
-                    "spacing": spacing,
-                    "policy": policy,
-                    "metrics": metrics,
-                    **key,
-                    "case": case_id,
-                    "subset": subset,
-                }
-            )
-        for unit_rows in score_many(units, n_jobs=n_jobs):
-            rows.extend(unit_rows)
-    df = pd.DataFrame(rows)
-    for col, value in policy.as_dict().items():  # type: ignore[attr-defined]
-        if col not in df.columns:
-            df[col] = value
-    df = df[list(RESULT_COLUMNS)]
-    out_dir = Path(out) if out is not None else Path(results_root) / spec.name / method / "external"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / METRICS_FILE, index=False)
-    info = {
-        **key,
-        "family": family,
-        "paper": "",
-        "params": None,
-        "preset": "external",
-        "status": "complete",
-        "pred_dir": str(Path(pred_dir).resolve()),
-        "data_root": str(root),
-        "label_convention": label_convention,
-        "policy": policy.as_dict(),  # type: ignore[attr-defined]
-    }
-    (out_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return df
+            predictions[subset] = region_masks(pred, pred_regions, regions)
+        rows += score_case(reference, predictions, settings, key)
+    run = RunDir(
+        Path(out) if out is not None else Path(results_root) / spec.name / method / "external"
+    )
+    write_csv_rows_atomic(run.metrics_path, rows, RESULT_COLUMNS)
+    run.write_info(
+        {
+            **key,
+            "family": family,
+            "paper": "",
+            "params": None,
+            "preset": "external",
+            "status": "complete",
+            "pred_dir": str(Path(pred_dir).resolve()),
+            "data_root": str(root),
+            "label_convention": label_convention,
+            "policy": policy.as_dict(),  # type: ignore[attr-defined]
+        }
+    )
+    return run.results().frame()
 
 
 __all__: Sequence[str] = (

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmbench.errors import ReportError
 from mmbench.families import FAMILIES
 from mmbench.reporting.tables import AVG, ResultTable, tex_escape
 
@@ -154,6 +155,6 @@ def write_frame(
         elif suffix == "csv":
             frame.to_csv(path, index=False)
         else:
-            raise ValueError(f"unknown table format {fmt!r}; use md, tex, csv")
+            raise ReportError(f"unknown table format {fmt!r}; use md, tex, csv")
         written.append(path)
     return written

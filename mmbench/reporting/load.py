@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import METRICS_FILE, RESULT_COLUMNS, RUN_INFO_FILE
+from mmbench.errors import ReportError
 from mmbench.subsets import as_subset
 
 EXTRA_COLUMNS: tuple[str, ...] = ("family", "paper", "params", "run_dir")
@@ -30,7 +31,7 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     ``metrics.csv``, sorted."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"no results folder at {root}")
+        raise ReportError(f"no results folder at {root}")
     found = {p.parent for p in root.rglob(RUN_INFO_FILE)} | {
         p.parent for p in root.rglob(METRICS_FILE)
     }
@@ -119,7 +120,7 @@ def load_results(
         df["run_dir"] = str(run_dir)
         frames.append(df[list(RESULT_COLUMNS) + list(EXTRA_COLUMNS)])
     if not frames:
-        raise FileNotFoundError(f"no complete run with {METRICS_FILE} under {paths}")
+        raise ReportError(f"no complete run with {METRICS_FILE} under {paths}")
     out = pd.concat(frames, ignore_index=True)
     out["value"] = pd.to_numeric(out["value"], errors="coerce")
     out["subset"] = out["subset"].map({s: canonical_subset(s) for s in out["subset"].unique()})
@@ -132,17 +133,3 @@ def canonical_subset(name: str) -> str:
         return as_subset(str(name)).name
     except ValueError:
         return str(name)
-
-
-def run_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, method): family, paper, params, number of runs and cases."""
-    g = df.groupby(["dataset", "method"], sort=True)
-    return pd.DataFrame(
-        {
-            "family": g["family"].first(),
-            "paper": g["paper"].first(),
-            "params": g["params"].first(),
-            "runs": g["run_dir"].nunique(),
-            "cases": g["case"].nunique(),
-        }
-    ).reset_index()

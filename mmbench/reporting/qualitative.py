@@ -22,7 +22,6 @@ DEFAULT_SUBSETS: tuple[str, ...] = ("T1+T1ce+T2+FLAIR", "T1+T2+FLAIR", "T1ce", "
 """Full set, full without T1ce (ET suffers), and two singles."""
 
 
-
 @dataclass(frozen=True)
 class CaseFiles:
     """Paths of a case's T1ce image and label map, and the label convention of the map."""

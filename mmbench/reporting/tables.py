@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
+from mmbench.errors import ReportError
 from mmbench.reporting.stats import ALPHA, bootstrap_avg_ci, holm, paired_wilcoxon_many
 from mmbench.subsets import MODALITIES, SUBSET_NAMES, as_subset
 
@@ -44,7 +45,7 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-class MixedPolicyError(ValueError):
+class MixedPolicyError(ReportError):
     """The rows of one table were computed under different empty-mask/HD95 conventions."""
 
 
@@ -260,7 +261,7 @@ def build_table(
     info = metric_info(metric)
     rows = df[(df["dataset"] == dataset) & (df["metric"] == metric) & df["region"].isin(regions)]
     if rows.empty:
-        raise ValueError(f"no {metric} rows for dataset {dataset!r}")
+        raise ReportError(f"no {metric} rows for dataset {dataset!r}")
     policy = table_policy(rows)
     have_methods = set(rows["method"].unique())
     have_regions = set(rows["region"].unique())
@@ -298,7 +299,7 @@ def build_table(
     if baseline is None and len(scores.dropna()):
         baseline = str(scores.idxmax())
     if baseline is not None and baseline not in methods:
-        raise ValueError(f"baseline {baseline!r} is not among the methods {methods}")
+        raise ReportError(f"baseline {baseline!r} is not among the methods {methods}")
 
     pvalue = pd.DataFrame(np.nan, index=index, columns=columns)
     if baseline is not None and len(methods) > 1:
@@ -548,6 +549,6 @@ def write_table(table: ResultTable, out_dir: str | Path, formats: Sequence[str])
         elif path.suffix == ".csv":
             to_frame(table).to_csv(path, index=False)
         else:
-            raise ValueError(f"unknown table format {fmt!r}; use md, tex, csv")
+            raise ReportError(f"unknown table format {fmt!r}; use md, tex, csv")
         written.append(path)
     return written

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from mmbench.benchmark.schema import METRICS_FILE, RESULT_COLUMNS, RUN_INFO_FILE
+from mmbench.metrics import DEFAULT_MAX_DISTANCE
 from mmbench.reporting.family import FAMILY_ORDER
 from mmbench.subsets import ALL_SUBSETS
 
-MAX_DISTANCE = 373.1287
+MAX_DISTANCE = DEFAULT_MAX_DISTANCE
 
 
 def fake_results(

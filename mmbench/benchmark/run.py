@@ -1,0 +1,197 @@
+"""One run: a method × seed on prepared data, in its own folder: prepare → train → evaluate.
+
+Rerunning resumes: training continues from the last checkpoint, evaluation from the last scored
+case, and a complete run is only read back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from mmbench.benchmark import schema
+from mmbench.benchmark.evaluator import EvalSettings, Evaluator
+from mmbench.benchmark.rundir import (
+    STATUS_COMPLETE,
+    STATUS_EVALUATING,
+    STATUS_TRAINING,
+    RunDir,
+)
+from mmbench.benchmark.runtime import environment_info, pick_device
+from mmbench.benchmark.trainer import Trainer
+from mmbench.benchmark.validation import make_validator
+from mmbench.config import Config
+from mmbench.datasets.prepare import PreparedData
+from mmbench.datasets.sampling import make_batch_source, make_fit_batches
+from mmbench.methods import create as create_method
+from mmbench.methods import method_info
+from mmbench.methods.base import Strategy
+from mmbench.subsets import ALL_SUBSETS
+
+
+@dataclass
+class RunSummary:
+    """What one finished run reports back."""
+
+    method: str
+    family: str
+    seed: int
+    fold: int
+    run_dir: Path
+    params: int
+    train_seconds: float
+    eval_seconds: float
+    metrics: pd.DataFrame = field(repr=False)
+
+
+def summarize(run: RunDir, info: dict[str, Any]) -> RunSummary:
+    return RunSummary(
+        str(info.get("method")),
+        str(info.get("family")),
+        int(info.get("seed", 0)),
+        int(info.get("fold", 0)),
+        run.path,
+        int(info.get("params") or 0),
+        float(info.get("train_seconds", 0.0)),
+        float(info.get("eval_seconds", 0.0)),
+        run.results().frame(),
+    )
+
+
+def open_run(
+    method: str, data: PreparedData, config: Config, seed: int, out: Path
+) -> tuple[RunDir, Config]:
+    """The run folder of ``method`` × ``seed``, with its configuration and split written or
+    checked, its environment and left-out cases recorded."""
+    config = config.for_method(method)
+    run = RunDir.for_run(out, data.dataset, method, seed, config.split.fold)
+    run.check_config(config)
+    run.check_split(data.split)
+    run.write_json(schema.INVALID_FILE, [p.as_dict() for p in data.problems])
+    run.write_json(schema.ENVIRONMENT_FILE, environment_info(pick_device(config.train.device)))
+    return run, config
+
+
+def build_strategy(method: str, config: Config, seed: int) -> Strategy:
+    """The strategy of a run, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return create_method(method, preset=config)
+
+
+def run_info(method: str, data: PreparedData, config: Config, seed: int, s: Strategy) -> dict:
+    info = method_info(method)
+    return {
+        "dataset": data.dataset,
+        "method": method,
+        "family": info.family,
+        "paper": info.paper,
+        "params": s.parameter_count(),
+        "params_training_only": s.training_only_parameter_count(),
+        "seed": seed,
+        "fold": config.split.fold,
+        "preset": config.preset,
+        "data_root": str(data.root),
+    }
+
+
+def evaluate_run(
+    run: RunDir,
+    strategy: Strategy,
+    data: PreparedData,
+    config: Config,
+    seed: int,
+    progress: bool = True,
+) -> float:
+    """Score every test case × the 15 subsets not already in the run's results; seconds."""
+    t0 = time.perf_counter()
+    evaluator = Evaluator(
+        strategy,
+        EvalSettings.from_config(config),
+        run.results(),
+        key={
+            "dataset": data.dataset,
+            "method": strategy.name,
+            "seed": seed,
+            "fold": config.split.fold,
+        },
+        region_labels=data.spec.regions,
+        predictions_dir=run.predictions_dir,
+        progress=progress,
+    )
+    evaluator.run(list(data.split.test), data.test_item)
+    return time.perf_counter() - t0
+
+
+def is_complete(run: RunDir, data: PreparedData) -> bool:
+    """Whether the folder's run is complete with every test unit scored."""
+    expected = {(c, s.name) for c in data.split.test for s in ALL_SUBSETS}
+    return run.status == STATUS_COMPLETE and expected <= run.results().finished_units()
+
+
+def run_one(
+    method: str,
+    data: PreparedData,
+    config: Config,
+    seed: int,
+    out: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunSummary:
+    """Train (or resume) and evaluate one method with one seed, in its own run folder.
+
+    ``config`` is the invocation's; the run trains with :meth:`Config.for_method` of it and
+    writes that to its folder.
+    """
+    run, config = open_run(method, data, config, seed, Path(out))
+    previous = run.read_info()
+    if is_complete(run, data):
+        log(f"{method} seed {seed}: already complete in {run.path}")
+        return summarize(run, previous)
+
+    strategy = build_strategy(method, config, seed)
+    info = run_info(method, data, config, seed, strategy)
+    timings = {
+        "train_seconds": float(previous.get("train_seconds", 0.0)),
+        "eval_seconds": float(previous.get("eval_seconds", 0.0)),
+    }
+    status = previous.get("status")
+    if status not in (STATUS_EVALUATING, STATUS_COMPLETE):
+        status = STATUS_TRAINING
+    run.write_info({**info, "status": status, **timings})
+    trainer = Trainer(
+        strategy,
+        config.train,
+        run.path,
+        batches=make_batch_source(
+            data.train, config.model.patch_size, config.train.intensity_jitter
+        ),
+        fit_batches=make_fit_batches(
+            data.train, config.model.patch_size, seed, config.train.batch_size
+        ),
+        validator=make_validator(data.val, config),
+        seed=seed,
+        device=pick_device(config.train.device),
+        progress=progress,
+        log=log,
+    )
+    if status == STATUS_TRAINING:
+        t0 = time.perf_counter()
+        trainer.fit()
+        timings["train_seconds"] += time.perf_counter() - t0
+    else:
+        trainer.resume()
+    trainer.load_best()
+    run.write_info({**info, "status": STATUS_EVALUATING, **timings})
+    timings["eval_seconds"] += evaluate_run(run, strategy, data, config, seed, progress)
+    final = {**info, "status": STATUS_COMPLETE, **timings}
+    run.write_info(final)
+    return summarize(run, final)
+
+
+__all__ = ["RunSummary", "build_strategy", "evaluate_run", "open_run", "run_one", "summarize"]
