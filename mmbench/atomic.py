@@ -17,11 +17,25 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 minus the user's umask (mkstemp's files are
+    0o600, which collaborators on a shared server cannot read)."""
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def _atomic_file(path: Path, mode: str = "wb") -> Any:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _default_mode())
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -89,6 +103,7 @@ def atomic_save_nifti(image: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _default_mode())
     try:
         nib.save(image, tmp)
         os.replace(tmp, path)

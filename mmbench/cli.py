@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from mmbench.metrics import DEFAULT_MAX_DISTANCE
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -205,6 +209,33 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its default
+    or the default is empty (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS, [])
+            or not action.option_strings
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
+def _with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and every sub-command parser the default-showing help formatter."""
+    parser.formatter_class = _HelpWithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _with_defaults(child)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mmbench.config import PRESETS
 
@@ -214,16 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train and evaluate methods on all 15 modality subsets")
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate methods on all 15 modality subsets",
+        description="Train and evaluate methods on all 15 modality subsets. Without options it "
+        "runs the family comparison (--methods all) on the embedded phantoms with the quick "
+        "preset: about 20 minutes on a 2-core CPU. Rerunning a command resumes it.",
+    )
     run.add_argument(
         "--methods",
         default="all",
-        help="NAME[,NAME...] or a group: all (the family comparison), ablations (see mmbench list)",
+        help="NAME[,NAME...] or a group: all (the family comparison, every method but ablations "
+        "and bounds), ablations, bounds (see mmbench list)",
     )
     run.add_argument(
         "--dataset",
         default="synthetic",
-        help="brats2018, brats2024, pretreat-mets or synthetic (default)",
+        help="brats2018, brats2024, pretreat-mets or synthetic (the embedded phantoms)",
     )
     run.add_argument(
         "--data-root",
@@ -232,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset folder, or a folder with one sub-folder per dataset "
         "(default: $MMBENCH_DATA/<dataset>)",
     )
+    run.add_argument("--preset", default="quick", help=f"{', '.join(PRESETS)} or a YAML file")
     run.add_argument(
-        "--preset", default="quick", help=f"{', '.join(PRESETS)} or a YAML file (default: quick)"
+        "--seeds", type=_seeds, default=None, help="e.g. 0,1,2 (default: the preset's)"
     )
-    run.add_argument("--seeds", type=_seeds, default=None, help="e.g. 0,1,2 (default: preset's)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     run.add_argument(
         "--set",
@@ -254,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="registered methods and datasets")
     lst.add_argument("--json", action="store_true", help="one JSON object")
-    lst.add_argument("--preset", default="quick", help="preset whose widths set the counts")
+    lst.add_argument(
+        "--preset", default="quick", help="preset whose widths set the parameter counts"
+    )
     lst.set_defaults(func=cmd_list)
 
     rep = sub.add_parser("report", help="tables, statistics, plots and HTML from run folders")
@@ -287,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     rep.add_argument("--case", default=None, help="case for the qualitative figure")
-    rep.add_argument("--no-plots", action="store_true")
-    rep.add_argument("--no-html", action="store_true")
+    rep.add_argument("--no-plots", action="store_true", help="no figures")
+    rep.add_argument("--no-html", action="store_true", help="no report.html")
     rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="score predictions made outside mmbench")
@@ -298,8 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="folder of <case>__<subset code>.nii.gz label maps (docs/reports.md)",
     )
-    ev.add_argument("--dataset", required=True)
-    ev.add_argument("--data-root", type=Path, default=None)
+    ev.add_argument("--dataset", required=True, help="the dataset the predictions are of")
+    ev.add_argument(
+        "--data-root", type=Path, default=None, help="its folder (default: $MMBENCH_DATA/<dataset>)"
+    )
     ev.add_argument("--method", default=None, help="method name for the rows (default: folder)")
     ev.add_argument("--out", type=Path, default=None, help="write a run folder here")
     ev.add_argument(
@@ -309,10 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="label values of the predictions: brats2024 (3 = ET) or brats2018 (4)",
     )
     ev.add_argument(
-        "--empty-policy", default="penalty", choices=["penalty", "zero", "asymmetric", "nan"]
+        "--empty-policy",
+        default="penalty",
+        choices=["penalty", "zero", "asymmetric", "nan"],
+        help="scores of empty masks (docs/reports.md)",
     )
-    ev.add_argument("--hd95-mode", default="pooled", choices=["pooled", "directed-max"])
-    ev.add_argument("--max-distance", type=float, default=373.1287)
+    ev.add_argument(
+        "--hd95-mode",
+        default="pooled",
+        choices=["pooled", "directed-max"],
+        help="pooled (medpy, BraTS) or directed-max (MONAI)",
+    )
+    ev.add_argument(
+        "--max-distance",
+        type=float,
+        default=DEFAULT_MAX_DISTANCE,
+        help="HD95 of a one-empty pair, mm",
+    )
     ev.add_argument("--family", default="external", help="family shown in the family view")
     ev.add_argument("--n-jobs", type=int, default=1, help="workers scoring the metrics")
     ev.set_defaults(func=cmd_evaluate)
@@ -349,30 +404,50 @@ def build_parser() -> argparse.ArgumentParser:
         default="paper",
         help="model size and evaluation protocol (default: paper, the official widths)",
     )
-    imp.add_argument("--seed", type=int, default=0, help="seed recorded for the run (default 0)")
-    imp.add_argument("--out", default="results", help="results folder (default: results)")
-    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    imp.add_argument("--seed", type=int, default=0, help="seed recorded for the run")
+    imp.add_argument("--out", default="results", help="results folder")
+    imp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset key"
+    )
     imp.add_argument("--no-progress", action="store_true", help="no progress bars")
     imp.set_defaults(func=cmd_import_weights)
 
     data = sub.add_parser("data", help="dataset tools")
     dsub = data.add_subparsers(dest="data_command", required=True)
     chk = dsub.add_parser("check", help="discovery and validation report")
-    chk.add_argument("--dataset", required=True)
-    chk.add_argument("--data-root", type=Path, default=None)
+    chk.add_argument("--dataset", required=True, help="the dataset layout to check against")
+    chk.add_argument(
+        "--data-root", type=Path, default=None, help="its folder (default: $MMBENCH_DATA/<dataset>)"
+    )
     chk.add_argument("--strict", action="store_true", help="exit 1 on any problem")
     chk.add_argument("--json", action="store_true", help="one JSON object")
     chk.set_defaults(func=cmd_data_check)
     syn = dsub.add_parser("synth", help="write phantom cases in the BraTS 2024 layout")
-    syn.add_argument("--out", type=Path, required=True)
-    syn.add_argument("--cases", type=int, default=10)
-    syn.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64], metavar=("D", "H", "W"))
-    syn.add_argument("--mode", choices=["glioma", "mets", "post-treatment"], default="glioma")
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--out", type=Path, required=True, help="folder to write the cases to")
+    syn.add_argument("--cases", type=int, default=10, help="number of cases")
+    syn.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[64, 64, 64],
+        metavar=("D", "H", "W"),
+        help="grid in voxels (1 mm; 240 240 155 is the BraTS size)",
+    )
+    syn.add_argument(
+        "--mode",
+        choices=["glioma", "mets", "post-treatment"],
+        default="glioma",
+        help="tumour kind",
+    )
+    syn.add_argument("--seed", type=int, default=0, help="generator seed")
     syn.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1: all cores)")
-    syn.add_argument("--no-progress", action="store_true")
+    syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=cmd_data_synth)
-    return parser
+    return _with_defaults(parser)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"mmbench: warning: {_one_line(message)}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,8 +455,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mmbench.errors import MMBenchError
 
+    # Warnings reach a user of the command line as one line each, not with a line of source.
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader of our output went away (`mmbench data check --json | head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except MMBenchError as exc:
         # An error the user can fix: one line, exit 2. Anything else is a bug: Python prints
         # its traceback and the exit status is 1.

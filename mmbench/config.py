@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from mmbench.errors import ConfigError
-from mmbench.metrics import EMPTY_POLICIES, HD95_MODES, VALID_METRICS
+from mmbench.metrics import DEFAULT_MAX_DISTANCE, EMPTY_POLICIES, HD95_MODES, VALID_METRICS
 from mmbench.subsets import Subset, as_subset
 
 PRESETS: tuple[str, ...] = ("smoke", "quick", "paper")
@@ -291,7 +291,7 @@ class EvalSection:
     hd95_mode: str = setting("pooled", choice(*HD95_MODES), "HD95 convention")
     empty_policy: str = setting("penalty", choice(*EMPTY_POLICIES), "empty-mask convention")
     max_distance: float = setting(
-        373.1287, number(minimum=0, exclusive_min=True), "HD95 of a one-empty pair, mm"
+        DEFAULT_MAX_DISTANCE, number(minimum=0, exclusive_min=True), "HD95 of a one-empty pair, mm"
     )
     threshold: float = setting(
         0.5,

@@ -308,3 +308,74 @@ def test_data_synth_then_check_json(tmp_path: Path, capsys) -> None:
     assert len(report["valid"]) == 2
     (bad,) = report["invalid"]
     assert bad["file"].endswith("-seg.nii.gz") and "7" in bad["problem"]
+
+
+def test_every_option_has_help_and_run_help_names_its_defaults(capsys) -> None:
+    import argparse
+
+    from mmbench.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+            elif action.option_strings and action.dest != "help":
+                yield path, action
+
+    missing = [
+        f"{p} {a.option_strings[0]}" for p, a in walk(build_parser(), "mmbench") if not a.help
+    ]
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: all)" in text and "(default: quick)" in text and "20 minutes" in text
+
+
+def test_another_preset_in_the_same_folder_says_what_to_do(smoke_run: Path, capsys) -> None:
+    folder = smoke_run / "synthetic" / "zerofill" / "seed0-fold0"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["preset"] = "quick"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        assert main(["run", "--methods", "zerofill", "--out", str(smoke_run), *SMOKE]) == 2
+        err = capsys.readouterr().err
+        assert "quick preset" in err and "--out results/smoke" in err
+    finally:
+        config["preset"] = "smoke"
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_results_files_follow_the_umask(smoke_run: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.csv", "run.json", "config.yaml"):
+        mode = (smoke_run / "synthetic" / "zerofill" / "seed0-fold0" / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~mask, f"{name}: {oct(mode)}"
+
+
+def test_data_check_on_another_layout_says_which_dataset_it_is(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "tree"
+    args = ["data", "synth", "--out", str(root), "--cases", "2", "--shape", "12", "12", "12"]
+    assert main([*args, "--jobs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["data", "check", "--dataset", "brats2018", "--data-root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "valid cases:   0" in out and "hint:" in out and "--dataset brats2024" in out
+    # piping into a reader that stops early is not an error
+    proc = subprocess.run(
+        f"{sys.executable} -m mmbench.cli data check --dataset brats2024 --data-root {root} "
+        "--json | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.strip() == "{" and "Traceback" not in proc.stderr
+
+
+def test_no_data_root_says_what_was_missing(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("MMBENCH_DATA", raising=False)
+    assert main(["data", "check", "--dataset", "brats2018"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" not in err and "no --data-root given and $MMBENCH_DATA is not set" in err

@@ -125,6 +125,12 @@ class RunDir:
                 "choose another --out or delete that folder to start afresh"
             ) from exc
         a, b = old.comparable(), config.comparable()
+        if old.preset != config.preset:
+            raise RunError(
+                f"{self.path} holds a run of the {old.preset} preset and this command uses the "
+                f"{config.preset} preset: give each preset its own results folder, e.g. "
+                f"--out results/{config.preset} (and mmbench report --runs results/{config.preset})"
+            )
         if a != b:
             diff = [k for k in sorted(set(_leaves(a)) | set(_leaves(b))) if _at(a, k) != _at(b, k)]
             raise RunError(

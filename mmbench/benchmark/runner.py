@@ -141,6 +141,10 @@ def run_parallel(
         while queue or running:
             while queue and len(running) < n_jobs:
                 unit = queue.pop(0)
+                log(
+                    f"starting {unit[0]} seed {unit[1]} "
+                    f"({len(units) - len(queue)}/{len(units)}; preparing data in its process)"
+                )
                 receive, send = ctx.Pipe(duplex=False)
                 process = ctx.Process(
                     target=_worker, args=(unit[0], unit[1], task, send), name=f"mmbench-{unit[0]}"

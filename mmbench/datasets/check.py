@@ -51,9 +51,13 @@ def check_dataset(
                 empty[region] += 1
         shapes[_fmt_tuple(r.shape)] += 1
         spacings[_fmt_tuple(r.spacing, digits=4)] += 1
+    hint = ""
+    if not cases and not problems:
+        hint = layout_hint(spec.name, root)
     return {
         "dataset": spec.name,
         "root": str(root),
+        "hint": hint,
         "valid": [r.case.id for r in good],
         "invalid": [p.as_dict() for p in problems],
         "label_histogram": {int(k): int(v) for k, v in sorted(histogram.items())},
@@ -61,6 +65,27 @@ def check_dataset(
         "shapes": dict(shapes.most_common()),
         "spacings": dict(spacings.most_common()),
     }
+
+
+def layout_hint(name: str, root: Path) -> str:
+    """Why a folder holds no case of dataset ``name``: the datasets whose layout it matches
+    instead, or the layout that was expected."""
+    from mmbench.datasets.discovery import expected_layout
+    from mmbench.datasets.registry import list_datasets
+
+    others = []
+    for other in list_datasets():
+        if other == name:
+            continue
+        found, _ = discover(get_dataset(other), root)
+        if found:
+            others.append(f"{other} ({len(found)} cases)")
+    if others:
+        return (
+            f"no {name} case under {root}, but the files there match the layout of "
+            f"{', '.join(others)}: use --dataset {others[0].split()[0]}"
+        )
+    return f"no {name} case under {root}; expected layout: {expected_layout(get_dataset(name))}"
 
 
 def format_check_report(report: dict) -> str:
@@ -73,6 +98,8 @@ def format_check_report(report: dict) -> str:
         f"valid cases:   {n_valid}",
         f"invalid cases: {len(invalid_cases)}",
     ]
+    if report.get("hint"):
+        lines.append(f"hint: {report['hint']}")
     if report["invalid"]:
         lines.append("problems:")
         lines += [f"  {p['case']}: {p['file']}: {p['problem']}" for p in report["invalid"]]

@@ -56,13 +56,16 @@ def resolve_root(name: str | DatasetSpec, data_root: str | Path | None = None) -
         looked.append(candidate)
         if candidate.is_dir():
             return candidate
-    where = ", ".join(str(p) for p in looked) if looked else "nowhere"
     hint = (
-        f"pass --data-root / data_root (the dataset folder or its parent) or set ${DATA_ENV} to "
-        f"a folder with a '{spec.name}' sub-folder"
+        f"pass --data-root (the dataset folder or its parent) or set ${DATA_ENV} to a folder "
+        f"with a '{spec.name}' sub-folder"
     )
+    if looked:
+        where = f"looked in {', '.join(str(p) for p in looked)}"
+    else:
+        where = f"no --data-root given and ${DATA_ENV} is not set"
     raise DataRootError(
-        f"No data folder for dataset {spec.name!r}: looked in {where} ({hint}). "
+        f"No data folder for dataset {spec.name!r}: {where}; {hint}. "
         f"Expected layout: {expected_layout(spec)}."
     )
 

@@ -19,8 +19,6 @@ Split files (:meth:`Split.from_file`) come in three forms:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmbench.atomic import atomic_write_text
 from mmbench.datasets.base import Case, DatasetSpec
 from mmbench.datasets.registry import get_dataset
 from mmbench.errors import SplitError
@@ -48,18 +47,7 @@ class Split:
 
     def to_json(self, path: str | Path) -> Path:
         """Write the split as JSON atomically (temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.as_dict(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(Path(path), json.dumps(self.as_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict) -> Split:

@@ -21,6 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from mmbench.atomic import atomic_write_text
 from mmbench.datasets.phantom import (
     LABELS,
     MODALITIES,
@@ -116,9 +117,7 @@ def _write_manifest(out_dir: Path, params: dict) -> None:
         "labels": {str(k): v for k, v in LABELS.items()},
         "case_ids": [case_id(i) for i in range(params["cases"])],
     }
-    tmp = out_dir / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _generate(out_dir: Path, params: dict, indices: list[int], n_jobs: int, progress: bool) -> None:
