@@ -105,7 +105,7 @@ def consistency_terms(prob_t: Tensor, prob_s: Tensor) -> Tensor:
 
 
 def consistency_weight(epoch: float) -> float:
-    """λ(e) = 10·exp(−5(1 − min(max(e, 0), 20)/20)²) (the released ``get_current_consistency_weight``)."""
+    """λ(e) = 10·exp(−5(1 − min(max(e, 0), 20)/20)²), the released consistency ramp."""
     phase = 1.0 - min(max(epoch, 0.0), CONSISTENCY_RAMP_EPOCHS) / CONSISTENCY_RAMP_EPOCHS
     return CONSISTENCY_PEAK * math.exp(-5.0 * phase * phase)
 

@@ -70,7 +70,8 @@ class NodeAligner(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             sigma = torch.sigmoid(self.width_logits.float())
             voxels = x.float().transpose(1, 2)  # N×V×C
-            residual = (voxels[:, None] - self.anchors.float()[None, :, None]) / sigma[None, :, None]
+            anchors = self.anchors.float()[None, :, None]  # 1×K×1×C
+            residual = (voxels[:, None] - anchors) / sigma[None, :, None]  # N×K×V×C
             q = (-0.5 * residual.pow(2).sum(3)).softmax(1)  # N×K×V
             mass = q.sum(2, keepdim=True) + NODE_EPS
             nodes = (q.unsqueeze(3) * residual).sum(2) / mass  # N×K×C
@@ -111,7 +112,9 @@ class NodeAttention(nn.Module):
         return self.out(scores.softmax(2) @ h).transpose(1, 2)
 
 
-def node_adjacency(cf: Tensor, gf: Tensor, threshold: float = ADJ_THRESHOLD) -> tuple[Tensor, Tensor]:
+def node_adjacency(
+    cf: Tensor, gf: Tensor, threshold: float = ADJ_THRESHOLD
+) -> tuple[Tensor, Tensor]:
     """The released node adjacencies, as boolean edge masks with self edges added.
 
     Args:

@@ -82,13 +82,18 @@ DISC_BETAS = (0.9, 0.99)
 
 
 def _fix(help_text: str) -> Option:
-    return Option(None, help_text + " (default: on under fixed, off under faithful)",
-                  choices=(True, False), nullable=True)
+    return Option(
+        None,
+        help_text + " (default: on under fixed, off under faithful)",
+        choices=(True, False),
+        nullable=True,
+    )
 
 
 KD_OPTIONS: dict[str, Option] = {
     "variant": Option(
-        "fixed", "faithful = the released code with its defects; fixed = defects corrected",
+        "fixed",
+        "faithful = the released code with its defects; fixed = defects corrected",
         choices=VARIANTS,
     ),
     "recipe": Option(
@@ -98,13 +103,15 @@ KD_OPTIONS: dict[str, Option] = {
         choices=RECIPES,
     ),
     "epochs": Option(
-        200, "released epoch count the run's steps are mapped onto (consistency ramp, schedule)",
+        200,
+        "released epoch count the run's steps are mapped onto (consistency ramp, schedule)",
         minimum=1,
     ),
     "fix_disc_adam": _fix("keep the discriminator's Adam state across steps"),
     "fix_eval_mode": _fix("evaluate the student in eval mode"),
     "head_bias_init": Option(
-        None, "initial bias of the output logits (not released; default: PyTorch's init)",
+        None,
+        "initial bias of the output logits (not released; default: PyTorch's init)",
         nullable=True,
     ),
 }
@@ -119,11 +126,13 @@ ADAMM_OPTIONS: dict[str, Option] = {
         "sliding window before blending",
         choices=("volume", "window"),
     ),
-    "adj_threshold": Option(ADJ_THRESHOLD, "cosine threshold of GARM's node adjacency",
-                            minimum=-1.0, maximum=1.0),
+    "adj_threshold": Option(
+        ADJ_THRESHOLD, "cosine threshold of GARM's node adjacency", minimum=-1.0, maximum=1.0
+    ),
     "garm_nodes": Option(8, "GARM graph nodes K", minimum=1),
-    "adapter_hidden": Option(None, "adapter hidden width (default 4·C0, 64 at C0 = 16)",
-                             nullable=True, minimum=1),
+    "adapter_hidden": Option(
+        None, "adapter hidden width (default 4·C0, 64 at C0 = 16)", nullable=True, minimum=1
+    ),
     "adapter_zero_init": Option(
         False, "zero-initialise each adapter's second conv (identity start; not released)"
     ),
@@ -376,8 +385,16 @@ class TeacherStudentKD(Strategy):
         if "disc_total" in terms:
             out["disc"] = terms["disc_total"]
         logged = (
-            "dice_teacher_sum", "dice_student_sum", "consistency", "consistency_weight", "content",
-            "style_gram", "gsm", "presence_bce_teacher", "presence_bce_student", "adv_generator",
+            "dice_teacher_sum",
+            "dice_student_sum",
+            "consistency",
+            "consistency_weight",
+            "content",
+            "style_gram",
+            "gsm",
+            "presence_bce_teacher",
+            "presence_bce_student",
+            "adv_generator",
         )
         for name in logged:
             if name in terms:
