@@ -116,7 +116,9 @@ def method_group(group: str) -> list[str]:
     if group == "bounds":
         return [m.name for m in _ordered() if BOUND_TAG in m.tags]
     if group == "ablations":
-        return [m.name for m in _ordered() if ABLATION_TAG in m.tags or ABLATION_BASE_TAG in m.tags]
+        return [
+            m.name for m in _ordered() if ABLATION_TAG in m.tags or ABLATION_BASE_TAG in m.tags
+        ]
     raise ValueError(f"unknown method group {group!r}; valid: {', '.join(METHOD_GROUPS)}")
 
 
