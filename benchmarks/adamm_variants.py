@@ -87,6 +87,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     labels = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
+    unknown = [label for label in labels if label not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; valid: {list(CONFIGS)}")
     rows: dict[str, tuple[list[float], list[float]]] = {}
     for label in labels:
         overrides = [f"methods.{METHOD}.{o}" for o in CONFIGS[label]] + args.extra

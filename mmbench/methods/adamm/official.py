@@ -225,12 +225,13 @@ class AdaMMPort(OfficialPort):
         self.load_official(
             strategy, {"model_full": teacher_sd, "model_missing": student_sd, "d_style": disc_sd}
         )
-        strategy.eval()
+        strategy.to(image.dtype).eval()  # the fixture's dtype (float32 for the released runs)
         mask = [bool(b) for b in fixture.input("mask")]
         subset = Subset.from_names(m for m, present in zip(order, mask, strict=True) if present)
         # The label map is stored with the expected values (fixture.json's target_layout).
         labels = torch.as_tensor(fixture.expected["target"]).long()
         compartments = torch.stack([labels == k for k in range(1, LABELS + 1)], 1).float()
+        compartments = compartments.to(image.dtype)
         disc_in = (fixture.input("disc_in_teacher"), fixture.input("disc_in_student"))
         trace: dict[str, Tensor] = {}
         with torch.no_grad():
