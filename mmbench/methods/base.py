@@ -248,20 +248,13 @@ class Strategy(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Every subclass's predict is wrapped so that absent channels are zero and `available`
-        # is in canonical order whatever the caller passed: missing data cannot leak into a
-        # prediction through a strategy that forgot to mask.
-        original = cls.__dict__.get("predict")
-        if original is None or getattr(original, "_masks_absent", False):
-            return
-
-        @functools.wraps(original)
-        def predict(self: Strategy, image: Tensor, available: Iterable[str]) -> Tensor:
-            names = subset_of(available).available
-            return original(self, zero_absent(image, names), names)
-
-        predict._masks_absent = True  # type: ignore[attr-defined]
-        cls.predict = predict  # type: ignore[method-assign]
+        # Every subclass's predict (and predict_window) is wrapped so that absent channels are
+        # zero and `available` is in canonical order whatever the caller passed: missing data
+        # cannot leak into a prediction through a strategy that forgot to mask.
+        for attr in ("predict", "predict_window"):
+            original = cls.__dict__.get(attr)
+            if original is not None and not getattr(original, "_masks_absent", False):
+                setattr(cls, attr, _masking(original))
 
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
@@ -307,17 +300,31 @@ class Strategy(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} declares a fit stage but no fit()")
 
     def postprocess(self, prob: Tensor, available: tuple[str, ...]) -> Tensor:
-        """Whole-volume post-processing of :meth:`predict`'s output, after the sliding-window
+        """Whole-volume post-processing of the blended window outputs, after the sliding-window
         windows are blended (e.g. a gate that must see the whole prediction, not one window).
 
         Args:
-            prob: float N×3×D×H×W probabilities (WT, TC, ET) of whole volumes.
+            prob: float N×K×D×H×W blend of :meth:`predict_window`'s outputs over whole volumes
+                (K = 3 and WT, TC, ET probabilities unless a strategy's ``predict_window`` says
+                otherwise; an evaluator that blends :meth:`predict` passes K = 3).
             available: present modality names in canonical order.
 
         Returns:
-            float N×3×D×H×W probabilities. Default: ``prob`` unchanged.
+            float N×3×D×H×W probabilities (WT, TC, ET). Default: ``prob`` unchanged.
         """
         return prob
+
+    def predict_window(self, image: Tensor, available: tuple[str, ...]) -> Tensor:
+        """What sliding-window inference blends for one window; :meth:`postprocess` maps the
+        blend of the whole volume to WT, TC, ET.
+
+        Default: :meth:`predict`'s N×3 region probabilities. A strategy whose whole-volume step
+        needs more than the blended regions (e.g. label maps and a presence-logit map, so that
+        a gate decided on the whole volume can erase a label) returns more channels here; its
+        :meth:`postprocess` must then accept both that blend and a 3-channel region blend.
+        Absent channels are zeroed before the call, as for :meth:`predict`.
+        """
+        return self.predict(image, available)
 
     # ----------------------------------------------------------------------------- inference
     def predict(self, image: Tensor, available: tuple[str, ...]) -> Tensor:
@@ -357,6 +364,19 @@ class Strategy(nn.Module):
         auxiliary and reconstruction decoders)."""
         used = {id(p) for m in self.inference_modules() for p in m.parameters()}
         return _count_unique(p for p in self.parameters() if id(p) not in used)
+
+
+def _masking(method: Any) -> Any:
+    """``method(self, image, available)`` with absent channels zeroed and ``available`` in
+    canonical order."""
+
+    @functools.wraps(method)
+    def wrapped(self: Strategy, image: Tensor, available: Iterable[str]) -> Tensor:
+        names = subset_of(available).available
+        return method(self, zero_absent(image, names), names)
+
+    wrapped._masks_absent = True  # type: ignore[attr-defined]
+    return wrapped
 
 
 def _count_unique(params: Iterable[nn.Parameter]) -> int:

@@ -1,32 +1,33 @@
-"""SMU-Net-style 3-D U-Net shared by AdaMM's teacher and student (and by SMU-Net).
+"""The SMU-Net-style 3-D U-Net of AdaMM's teacher and student (and of SMU-Net), laid out as the
+released ``AdaMMKD`` network (Quanato607/AdaMM@f2e1733, ``models/AdaMMKD.py``).
 
-Layout (C0 = ``width``; resolutions relative to the input D×H×W; 16 at C0 = 16 in the spec):
+Layout (C0 = ``width``; resolutions relative to the input D×H×W, which must be divisible by 8):
 
-- Encoder: Conv 3³ 4→C0, block(C0) = ``c1`` (1/1) · stride-2 Conv 3³ C0→2C0, [adapter enc1],
-  2 blocks(2C0) = ``c2`` (1/2) · stride-2 conv 2C0→4C0 = ``c2d`` (1/4; ``c2d_p`` = maxpool → 1/8),
-  [adapter enc2], 2 blocks(4C0) = ``c3`` (1/4) · stride-2 conv 4C0→8C0 = ``c3d`` (1/8),
-  [adapter enc3], 4 blocks(8C0) with [adapter enc4] after the third = ``content`` (1/8).
-- Style bottleneck: 1×1 conv over concat[c2d_p, c3d, content] (20C0→8C0).
-  Fuse: 1×1 conv over concat[style, content] (16C0→8C0), dropout 0.2 → ``b``.
-- Decoder with additive skips: 1×1 8C0→4C0, ×2 nearest, + c3, block(4C0), [adapter dec64] ·
-  1×1 4C0→2C0, ×2, + c2, block(2C0), [adapter dec32] · 1×1 2C0→C0, ×2, [adapter dec16],
-  + c1 = ``u2``, block(C0) · 1×1 C0→3 (NETC, ED, ET logits).
+- Encoder: ``stem`` Conv 3³ 4→C0, ``enc1`` block(C0) = c1 (1/1) · ``down1`` stride-2 Conv 3³
+  C0→2C0, [adapter enc 0], ``enc2`` 2 blocks = c2 (1/2) · ``down2`` → c2d (4C0, 1/4),
+  [adapter enc 1], ``enc3`` 2 blocks = c3 · ``down3`` → c3d (8C0, 1/8), [adapter enc 2],
+  ``enc4`` 4 blocks: c4 = the output of the third, content = c4d = the fourth block on c4.
+- Shared bottleneck: style = ``style`` 1×1 conv over cat[maxpool(c2d), c3d, c4d] (20C0→8C0);
+  GF = dropout(``fuse`` 1×1 conv over cat[style, c4d]) (16C0→8C0, p = 0.2).
+- Code-specific bottleneck (student with a non-full subset only): the 4th encoder adapter is a
+  *branch* on c4 (c4' = A3(c4); the shared c4d never sees it); style' = the set's style conv over
+  cat[maxpool(A1(c2d)), A2(c3d), c4']; CF = dropout(the set's fuse conv over cat[style', c4']).
+  GARM(CF, GF) (or CF itself without GARM) replaces GF as the decoder input.
+- Decoder with additive skips: ``reduce3`` 1×1 8C0→4C0, ×2 nearest, + c3, ``dec3`` block,
+  [adapter dec 0] · ``reduce2`` 4C0→2C0, ×2, + c2, ``dec2``, [adapter dec 1] · ``reduce1`` 2C0→C0,
+  ×2, [adapter dec 2], + c1 = u2 · ``dec1`` block · ``head`` 1×1 C0→4 logits.
 
-Residual block: GroupNorm → ReLU → Conv 3³ → GroupNorm → ReLU → Conv 3³, plus identity. The spec's
-GroupNorm(8) is used whenever the channel count allows; below 8 channels (only the tiny test
-widths) the group count is ``gcd(8, channels)``.
+The four output channels are the released code's: NETC, ED (SNFH), ET and a background channel
+that no loss ever trains (kept so that the authors' checkpoints load as they are).
 
-The label head's bias starts at −2 (a prior-probability initialisation; the spec gives no init).
-The reference code has a fourth (background) output channel that is never trained; it is left
-out (17 parameters at C0 = 16). At C0 = 16 the backbone has 4,778,195 parameters (the spec's
-4.78 M).
+Residual block (``BasicBlock``): x + conv2(relu(gn2(conv1(relu(gn1(x)))))), Conv 3³ with bias,
+GroupNorm(8). Below 8 channels (the tiny test widths only) the group count is gcd(8, channels).
+Every layer keeps PyTorch's default initialisation, as the released code does.
 
-The bracketed adapter slots are filled only for the student with a non-full modality subset
-(:class:`~mmbench.methods.adamm.adapters.AdapterSet`). Then the un-adapted ``c2d_p`` and ``c3d``
-(taken before their adapters) and the shared style/fuse convs give the generalisation feature
-GF = ``b``; the adapted tensors and the code-specific style/fuse convs give the combination-aware
-feature CF. GARM (if given) fuses GF and CF and its output is the decoder input; without GARM the
-decoder reads CF directly.
+What the distillation losses see is the *shared* path, for the adapted student too: ``style``
+(not style'), ``content`` = c4d and ``c3d`` before its adapter (GSM's input is cat[c3d, style,
+c4d]); the adapters still reach them through the trunk (A0–A2), but A3 does not.
+At C0 = 16 the backbone has 4,778,212 parameters (the released network's backbone).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from torch.nn import functional as F
 if TYPE_CHECKING:
     from mmbench.methods.adamm.adapters import AdapterSet
 
+OUT_CHANNELS = 4
+"""Output channels of the released network: NETC, ED, ET, and an untrained background."""
+LABELS = 3
+"""Trained label channels (NETC, ED, ET): the first three outputs."""
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with 8 groups (fewer only when ``channels`` is not a multiple of 8)."""
@@ -50,35 +56,33 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block; N×C×D×H×W → N×C×D×H×W."""
+    """Pre-activation residual block (the released ``BasicBlock``); N×C×D×H×W → same."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            group_norm(channels),
-            nn.ReLU(inplace=False),
-            nn.Conv3d(channels, channels, 3, padding=1),
-            group_norm(channels),
-            nn.ReLU(inplace=False),
-            nn.Conv3d(channels, channels, 3, padding=1),
-        )
+        self.gn1 = group_norm(channels)
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.gn2 = group_norm(channels)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+        h = self.conv1(F.relu(self.gn1(x)))
+        return x + self.conv2(F.relu(self.gn2(h)))
 
 
 @dataclass
 class Features:
-    """What one backbone pass exposes to the losses (shapes for an N×4×D×H×W input, C0 = width).
+    """One backbone pass (shapes for an N×4×D×H×W input, C0 = width, d = D/8 etc.).
 
     Attributes:
-        logits: N×3×D×H×W label logits (NETC, ED, ET).
-        u2: N×C0×D×H×W full-resolution decoder feature (input of the LGRM presence head).
-        c3d: N×8C0×D/8×H/8×W/8 third down-sampling (adapted for an adapted student); GSM's G1.
-        style: N×8C0×… style bottleneck (code-specific for an adapted student); GSM's G2, the
-            discriminator's input and the Gram loss's input.
-        content: N×8C0×… deepest encoder feature; GSM's G3 and the content loss's input.
-        bottleneck: N×8C0×… the decoder's input (``b``, CF, or GARM's output).
+        logits: N×4×D×H×W output logits (NETC, ED, ET, untrained background).
+        u2: N×C0×D×H×W full-resolution decoder feature after the c1 skip (LGRM's input).
+        c3d: N×8C0×d×h×w third down-sampling, before its adapter.
+        style: N×8C0×d×h×w shared style (Gram loss, discriminator, GSM).
+        content: N×8C0×d×h×w shared deepest feature c4d (content loss, GSM).
+        gf: N×8C0×d×h×w shared bottleneck GF (after dropout).
+        cf: N×8C0×d×h×w code-specific bottleneck CF, or None without adapters.
+        bottleneck: the decoder's input (GF, CF, or GARM's output).
     """
 
     logits: Tensor
@@ -86,25 +90,31 @@ class Features:
     c3d: Tensor
     style: Tensor
     content: Tensor
+    gf: Tensor
+    cf: Tensor | None
     bottleneck: Tensor
+
+    @property
+    def global_style(self) -> Tensor:
+        """GSM's input cat[c3d, style, content]: N×24C0×d×h×w."""
+        return torch.cat([self.c3d, self.style, self.content], 1)
 
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
-    # Nearest ×2; sized on the skip so that odd sizes still line up.
+    # Nearest ×2 (the released nn.Upsample(scale_factor=2)), sized on the skip.
     return F.interpolate(x, size=like.shape[2:], mode="nearest")
 
 
 class AdaBackbone(nn.Module):
-    """The teacher's or the student's network; see the module docstring for the layout."""
+    """The teacher's or the student's network; see the module docstring.
 
-    def __init__(
-        self,
-        in_channels: int = 4,
-        out_channels: int = 3,
-        width: int = 16,
-        dropout: float = 0.2,
-        head_bias: float = -2.0,
-    ) -> None:
+    Args:
+        in_channels: input modalities (4, canonical order).
+        width: C0.
+        dropout: the bottleneck dropout on GF and CF (0.2 in the released code).
+    """
+
+    def __init__(self, in_channels: int = 4, width: int = 16, dropout: float = 0.2) -> None:
         super().__init__()
         c = width
         self.width = width
@@ -120,29 +130,13 @@ class AdaBackbone(nn.Module):
         self.style = nn.Conv3d(20 * c, 8 * c, 1)
         self.fuse = nn.Conv3d(16 * c, 8 * c, 1)
         self.drop = nn.Dropout(dropout)
-        self.up3 = nn.Conv3d(8 * c, 4 * c, 1)
+        self.reduce3 = nn.Conv3d(8 * c, 4 * c, 1)
         self.dec3 = ResBlock(4 * c)
-        self.up2 = nn.Conv3d(4 * c, 2 * c, 1)
+        self.reduce2 = nn.Conv3d(4 * c, 2 * c, 1)
         self.dec2 = ResBlock(2 * c)
-        self.up1 = nn.Conv3d(2 * c, c, 1)
+        self.reduce1 = nn.Conv3d(2 * c, c, 1)
         self.dec1 = ResBlock(c)
-        self.head = nn.Conv3d(c, out_channels, 1)
-        # Prior-probability init (sigmoid(-2) ≈ 0.12, lesions are a small share of the crop): the
-        # Dice-only objective then starts near "background" instead of p = 0.5 everywhere.
-        nn.init.constant_(self.head.bias, head_bias)
-
-    def bottleneck(
-        self,
-        c2d_p: Tensor,
-        c3d: Tensor,
-        content: Tensor,
-        style_conv: nn.Module,
-        fuse_conv: nn.Module,
-    ) -> tuple[Tensor, Tensor]:
-        """Style and fused bottleneck from N×4C0, N×8C0, N×8C0 tensors at 1/8 → (style, b)."""
-        style = style_conv(torch.cat([c2d_p, c3d, content], 1))
-        b = self.drop(fuse_conv(torch.cat([style, content], 1)))
-        return style, b
+        self.head = nn.Conv3d(c, OUT_CHANNELS, 1)
 
     def forward(
         self,
@@ -153,46 +147,41 @@ class AdaBackbone(nn.Module):
         """N×4×D×H×W (D, H, W divisible by 8) → :class:`Features`.
 
         Args:
-            adapters: the student's adapter set for the current non-full subset, or None (teacher,
-                or student with all modalities): then the network is the plain shared U-Net.
+            adapters: the student's adapter set of the current non-full subset, or None (the
+                teacher, or the student with all modalities: the plain shared U-Net).
             garm: ``garm(cf, gf) → decoder input``; used only together with ``adapters``.
         """
         a = adapters
         c1 = self.enc1(self.stem(x))
         d1 = self.down1(c1)
-        if a is not None:
-            d1 = a.enc1(d1)
-        c2 = self.enc2(d1)
+        c2 = self.enc2(a.enc[0](d1) if a is not None else d1)
         c2d = self.down2(c2)
-        c2d_a = a.enc2(c2d) if a is not None else c2d
+        c2d_a = a.enc[1](c2d) if a is not None else c2d
         c3 = self.enc3(c2d_a)
         c3d = self.down3(c3)
-        c3d_a = a.enc3(c3d) if a is not None else c3d
-        h = c3d_a
-        for i, block in enumerate(self.enc4):
-            h = block(h)
-            if i == 2 and a is not None:
-                h = a.enc4(h)
-        content = h
-        if a is None:
-            style, b = self.bottleneck(self.pool(c2d), c3d, content, self.style, self.fuse)
-        else:
-            style, cf = self.bottleneck(self.pool(c2d_a), c3d_a, content, a.style, a.fuse)
-            if garm is not None:
-                # GF: the shared convs over the un-adapted c2d_p and c3d.
-                _, gf = self.bottleneck(self.pool(c2d), c3d, content, self.style, self.fuse)
-                b = garm(cf, gf)
-            else:
-                b = cf
-        d3 = self.dec3(_up(self.up3(b), c3) + c3)
+        c3d_a = a.enc[2](c3d) if a is not None else c3d
+        c4 = c3d_a
+        for block in self.enc4[:3]:
+            c4 = block(c4)
+        content = self.enc4[3](c4)
+        style = self.style(torch.cat([self.pool(c2d), c3d, content], 1))
+        gf = self.drop(self.fuse(torch.cat([style, content], 1)))
+        cf: Tensor | None = None
+        b = gf
         if a is not None:
-            d3 = a.dec64(d3)
-        d2 = self.dec2(_up(self.up2(d3), c2) + c2)
+            c4_a = a.enc[3](c4)  # a branch: the shared c4d above never sees this adapter
+            style_a = a.style(torch.cat([self.pool(c2d_a), c3d_a, c4_a], 1))
+            cf = self.drop(a.fuse(torch.cat([style_a, c4_a], 1)))
+            b = garm(cf, gf) if garm is not None else cf
+        d3 = self.dec3(_up(self.reduce3(b), c3) + c3)
         if a is not None:
-            d2 = a.dec32(d2)
-        u = _up(self.up1(d2), c1)
+            d3 = a.dec[0](d3)
+        d2 = self.dec2(_up(self.reduce2(d3), c2) + c2)
         if a is not None:
-            u = a.dec16(u)
+            d2 = a.dec[1](d2)
+        u = _up(self.reduce1(d2), c1)
+        if a is not None:
+            u = a.dec[2](u)
         u2 = u + c1
         logits = self.head(self.dec1(u2))
-        return Features(logits, u2, c3d_a, style, content, b)
+        return Features(logits, u2, c3d, style, content, gf, cf, b)

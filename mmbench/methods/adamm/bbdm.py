@@ -1,26 +1,31 @@
-"""BBDM: Bi-Bottleneck Distillation Module (teacher → student on style and content), plus the
-prediction-consistency term and its ramp-up.
+"""BBDM (Bi-Bottleneck Distillation Module) losses, the prediction consistency and its ramp, and
+the style discriminator, as in the released code (Quanato607/AdaMM@f2e1733, ``losses.py``,
+``models/discriminator.py``, ``train_adamm_divide.py``).
 
-- Content: MSE(content_T, content_S) (weight 0.2 in the strategy).
-- Style Gram: Gram matrices (channel×channel, normalised by C·V) of the style tensors, summed
-  squared difference per sample, batch mean (weight 1e-4).
-- Global style matching (GSM): for G1 = c3d, G2 = style, G3 = content of each network, cross-Gram
-  matrices M12, M13, M23 (per sample, normalised by C·V); loss = Σ over the three pairs of the
-  summed squared teacher–student differences, batch mean.
-  ``faithful``: the released code passes one channel-concatenated tensor to a helper written for a
-  list of tensors; the helper then pairs up the entries of the tensor's first axis (the samples of
-  the batch) instead of the three features. We reproduce that reading: cross-Grams between pairs
-  of *samples* of the concatenated feature, which is exactly zero at the reference's batch size 1.
-- Adversarial alignment: :class:`StyleDiscriminator` on the style tensor. Generator side
-  BCE-with-logits(D(style_S), 1) (weight 2e-4, teacher label = 1); discriminator
-  BCE(D(style_T.detach()), 1) + BCE(D(style_S.detach()), 0).
-- Consistency: Σ over the three label channels of MSE(sigmoid_T, sigmoid_S), weight
-  10·exp(−5(1 − t)²), t = min(progress / rampup_fraction, 1) (the reference ramps over the first
-  20 of 200 epochs: rampup_fraction 0.1).
+All inputs are the *shared-path* tensors of :class:`~mmbench.methods.adamm.backbone.Features`
+(``style``, ``content`` = c4d, ``c3d`` before its adapter), for the teacher (T) and the student
+(S). Nothing is detached except the discriminator's inputs for its own loss: the teacher also
+receives the distillation gradients (online mutual learning, as released).
 
-Gradients of the distillation terms flow into both networks (online mutual learning, as the
-teacher and student are trained jointly from scratch); the spec does not say that the teacher side
-is detached.
+- Content: MSE(content_T, content_S) (weight 0.2 in the total).
+- Style Gram (:func:`style_gram_loss`, already weighted): with F = style.view(B·C, D·H·W) and
+  G = F Fᵀ / (B·C·D·H·W) (so at B > 1 G holds cross-sample blocks),
+  1e-4 · Σ(G_T − G_S)² / (4 C² (D·H)²) (the released size leaves W out).
+- Global style matching (GSM), weight 1:
+  - released (:func:`gsm_released`): the helper ``get_GS_loss`` was written for a list of
+    feature tensors but receives one tensor G = cat[c3d, style, c4d] (N×3C×d×h×w), so it iterates
+    over the batch: sample i is paired with i−1 (mod N; at N = 1 with itself), and for every one
+    of the 3C channels k, M_i[k] = G_i[k] G_{i−1}[k]ᵀ / (h·w) with G_i[k] the d×(h·w) slice (a
+    d×d matrix over depth slices). GSM = 100 · Σ_i Σ_k ‖M^T_i[k] − M^S_i[k]‖² / (4 d² (h·w)²).
+  - intended (:func:`gsm_intended`): the same helper on the list [c3d, style, c4d] it was written
+    for: M_i = F_i F_{i−1}ᵀ / V per sample (C×C cross-Grams of feature i and the previous one,
+    cyclically: (c3d, c4d), (style, c3d), (c4d, style)), GSM = 100 · Σ_i Σ_samples ‖M^T_i −
+    M^S_i‖² / (4 C² V²), V = d·h·w (the helper's H·W for its 2-D features).
+- Adversarial (labels: teacher = 0, "source"; student = 1): the generator side is
+  BCE-with-logits(D(style_S), 0), weight 2e-4; the discriminator's loss is
+  BCE(D(style_T.detach()), 0) + BCE(D(style_S.detach()), 1).
+- Consistency: Σ over the three label channels of MSE(sigmoid_T, sigmoid_S), each a mean over
+  batch and voxels; weight λ(e) = 10·exp(−5(1 − min(e, 20)/20)²) at epoch e (0-based).
 """
 
 from __future__ import annotations
@@ -31,63 +36,100 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+W_CONTENT = 0.2
+W_GRAM = 1e-4
+W_GSM = 100.0
+W_ADV = 2e-4
+CONSISTENCY_PEAK = 10.0
+CONSISTENCY_RAMP_EPOCHS = 20.0
+TEACHER_LABEL, STUDENT_LABEL = 0.0, 1.0
+
+
+def _fp32(*tensors: Tensor) -> list[Tensor]:
+    return [t.float() for t in tensors]
+
 
 def content_loss(content_t: Tensor, content_s: Tensor) -> Tensor:
     """MSE between N×C×… content tensors → scalar."""
-    return F.mse_loss(content_s.float(), content_t.float())
+    t, s = _fp32(content_t, content_s)
+    return F.mse_loss(t, s)
 
 
-def gram(x: Tensor, y: Tensor | None = None) -> Tensor:
-    """(Cross-)Gram matrix per sample: N×C×… (and N×C'×…) → N×C×C', normalised by C·V."""
-    y = x if y is None else y
-    a, b = x.flatten(2).float(), y.flatten(2).float()
-    with torch.autocast(a.device.type, enabled=False):  # fp32 even under autocast
-        return a @ b.transpose(1, 2) / (a.shape[1] * a.shape[2])
+def style_gram_sumsq(style_t: Tensor, style_s: Tensor) -> Tensor:
+    """Σ(G_T − G_S)² of the released Gram matrices (rows = samples × channels) → scalar."""
+    with torch.autocast(style_t.device.type, enabled=False):
+        grams = []
+        for x in _fp32(style_t, style_s):
+            rows = x.reshape(x.shape[0] * x.shape[1], -1)
+            grams.append(rows @ rows.t() / x.numel())
+        return (grams[0] - grams[1]).pow(2).sum()
 
 
-def gram_loss(style_t: Tensor, style_s: Tensor) -> Tensor:
-    """Summed squared difference of the Gram matrices of N×C×… style tensors, batch mean."""
-    return (gram(style_t) - gram(style_s)).pow(2).sum((1, 2)).mean()
+def style_gram_loss(style_t: Tensor, style_s: Tensor) -> Tensor:
+    """The released style loss (its 1e-4 weight included) of N×C×D×H×W style tensors → scalar."""
+    c, d, h = style_t.shape[1:4]
+    return W_GRAM * style_gram_sumsq(style_t, style_s) / (4.0 * c**2 * (d * h) ** 2)
 
 
-def global_style_matching(feats_t: list[Tensor], feats_s: list[Tensor]) -> Tensor:
-    """GSM over [G1, G2, G3] (each N×C×D×H×W, same spatial size) → scalar.
+def gsm_released(global_t: Tensor, global_s: Tensor) -> Tensor:
+    """The released global style matching of N×3C×d×h×w tensors (see the module docstring)."""
+    with torch.autocast(global_t.device.type, enabled=False):
+        t, s = _fp32(global_t, global_s)
+        d, hw = t.shape[2], t.shape[3] * t.shape[4]
 
-    Σ over pairs (1,2), (1,3), (2,3) of Σ_ij (M_T − M_S)², batch mean.
-    """
-    total = feats_t[0].new_zeros(())
-    n = len(feats_t)
-    for i in range(n):
-        for j in range(i + 1, n):
-            diff = gram(feats_t[i], feats_t[j]) - gram(feats_s[i], feats_s[j])
-            total = total + diff.pow(2).sum((1, 2)).mean()
-    return total
+        def mix(x: Tensor) -> Tensor:  # N×3C×d×d: slices of sample i against sample i−1
+            slices = x.flatten(3)
+            return torch.einsum("nkdv,nkev->nkde", slices, slices.roll(1, 0)) / hw
+
+        return W_GSM * (mix(t) - mix(s)).pow(2).sum() / (4.0 * d**2 * hw**2)
 
 
-def global_style_matching_faithful(feats_t: list[Tensor], feats_s: list[Tensor]) -> Tensor:
-    """The released code's degenerate GSM (see the module docstring) → scalar (0 at batch 1)."""
-    cat_t, cat_s = torch.cat(feats_t, 1), torch.cat(feats_s, 1)
-    total = (cat_t.sum() + cat_s.sum()) * 0.0  # keeps the graph, so backward works at batch 1
-    n = len(cat_t)  # the helper's len(list) is now the batch size
-    for i in range(n):
-        for j in range(i + 1, n):
-            mt = gram(cat_t[i : i + 1], cat_t[j : j + 1])
-            ms = gram(cat_s[i : i + 1], cat_s[j : j + 1])
+def gsm_intended(feats_t: list[Tensor], feats_s: list[Tensor]) -> Tensor:
+    """Global style matching over the list [c3d, style, c4d] (each N×C×d×h×w) → scalar."""
+    with torch.autocast(feats_t[0].device.type, enabled=False):
+        ft = [f.float().flatten(2) for f in feats_t]
+        fs = [f.float().flatten(2) for f in feats_s]
+        c, v = ft[0].shape[1], ft[0].shape[2]
+        total = ft[0].new_zeros(())
+        for i in range(len(ft)):
+            mt = ft[i] @ ft[i - 1].transpose(1, 2) / v
+            ms = fs[i] @ fs[i - 1].transpose(1, 2) / v
             total = total + (mt - ms).pow(2).sum()
-    return total
+        return W_GSM * total / (4.0 * c**2 * v**2)
+
+
+def consistency_terms(prob_t: Tensor, prob_s: Tensor) -> Tensor:
+    """MSE(sigmoid_T[:, c], sigmoid_S[:, c]) for each label channel c: N×L×… → L."""
+    t, s = _fp32(prob_t, prob_s)
+    return (t - s).pow(2).flatten(2).mean(2).mean(0)
+
+
+def consistency_weight(epoch: float) -> float:
+    """λ(e) = 10·exp(−5(1 − min(max(e, 0), 20)/20)²), the released consistency ramp."""
+    phase = 1.0 - min(max(epoch, 0.0), CONSISTENCY_RAMP_EPOCHS) / CONSISTENCY_RAMP_EPOCHS
+    return CONSISTENCY_PEAK * math.exp(-5.0 * phase * phase)
+
+
+def bce_with_label(logits: Tensor, label: float) -> Tensor:
+    """BCE-with-logits of a discriminator output (any shape) against a constant label → scalar."""
+    x = logits.float()
+    return F.binary_cross_entropy_with_logits(x, torch.full_like(x, label))
 
 
 class StyleDiscriminator(nn.Module):
-    """3-D discriminator on the N×8C0×… style tensor → N logits (1 = teacher).
+    """The released style discriminator: N×8C0×d×h×w style → N×1×d'×h'×w' logits.
 
-    conv k4 s2 8C0→4C0, 4C0→8C0, 8C0→16C0 with LeakyReLU 0.2, then global average pooling and a
-    1×1 conv to one logit (the reference's last conv has a crop-specific kernel; pooling makes it
-    crop-independent). Inputs smaller than 8 voxels on an axis (small crops: 1/8 of the crop) are
-    zero-padded to 8 so that the three stride-2 convs keep at least one voxel. 3.15 M parameters
-    at C0 = 16.
+    conv k4 s2 p1 8C0→4C0, 4C0→8C0, 8C0→16C0 (LeakyReLU 0.2 after each; 64, 128, 256 at
+    C0 = 16), then a conv with the released crop-specific kernel (2, 3, 2) to one logit: at the
+    released 160×192×128 crop the style map is 20×24×16 and the features 2×3×2. A larger map gives
+    a logit map (the BCE averages over it), as released. The released network cannot take
+    smaller maps; here a map under 8 voxels on an axis is zero-padded to 8 (so that the three
+    stride-2 convs keep a voxel) and features smaller than the kernel are average-pooled
+    (adaptively, i.e. repeated) up to it, so any crop works. 3,149,249 parameters at C0 = 16.
     """
 
     MIN_SIZE = 8
+    HEAD_KERNEL = (2, 3, 2)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -95,12 +137,12 @@ class StyleDiscriminator(nn.Module):
         self.features = nn.Sequential(
             nn.Conv3d(channels, h, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
-            nn.Conv3d(h, channels, 4, stride=2, padding=1),
+            nn.Conv3d(h, 2 * h, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
-            nn.Conv3d(channels, 2 * channels, 4, stride=2, padding=1),
+            nn.Conv3d(2 * h, 4 * h, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
         )
-        self.logit = nn.Conv3d(2 * channels, 1, 1)
+        self.logit = nn.Conv3d(4 * h, 1, self.HEAD_KERNEL)
 
     def forward(self, x: Tensor) -> Tensor:
         pad: list[int] = []
@@ -109,31 +151,8 @@ class StyleDiscriminator(nn.Module):
             pad += [extra // 2, extra - extra // 2]
         if any(pad):
             x = F.pad(x, pad)
-        h = self.features(x).mean((2, 3, 4), keepdim=True)
-        return self.logit(h).flatten()
-
-
-def generator_adversarial_loss(disc: nn.Module, style_s: Tensor) -> Tensor:
-    """BCE-with-logits(D(style_S), teacher label 1) → scalar (the student's side)."""
-    logits = disc(style_s)
-    logits = logits.float()
-    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-
-
-def discriminator_loss(disc: nn.Module, style_t: Tensor, style_s: Tensor) -> Tensor:
-    """BCE(D(style_T), 1) + BCE(D(style_S), 0) on detached inputs → scalar."""
-    lt, ls = disc(style_t.detach()).float(), disc(style_s.detach()).float()
-    return F.binary_cross_entropy_with_logits(
-        lt, torch.ones_like(lt)
-    ) + F.binary_cross_entropy_with_logits(ls, torch.zeros_like(ls))
-
-
-def consistency_loss(prob_t: Tensor, prob_s: Tensor) -> Tensor:
-    """Σ over label channels of MSE between N×3×… sigmoid outputs → scalar."""
-    return (prob_t - prob_s).pow(2).flatten(2).mean(2).mean(0).sum()
-
-
-def rampup_weight(progress: float, fraction: float = 0.1, peak: float = 10.0) -> float:
-    """peak·exp(−5(1 − t)²), t = min(progress / fraction, 1): 10·exp(−5) at 0, 10 from fraction."""
-    t = 1.0 if fraction <= 0 else min(max(progress, 0.0) / fraction, 1.0)
-    return peak * math.exp(-5.0 * (1.0 - t) ** 2)
+        h = self.features(x)
+        size = tuple(max(s, k) for s, k in zip(h.shape[2:], self.HEAD_KERNEL, strict=True))
+        if size != tuple(h.shape[2:]):
+            h = F.adaptive_avg_pool3d(h, size)
+        return self.logit(h)
