@@ -91,7 +91,7 @@ def predict_volume(
     available = subset.available
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
-        return strategy.predict(window, available)
+        return strategy.predict_window(window, available)
 
     # MONAI pads volumes smaller than the window and tiles larger ones; one window when equal.
     prob = sliding_window_inference(
