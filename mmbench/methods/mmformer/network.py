@@ -112,6 +112,29 @@ def grid_for(size: Sequence[int]) -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------------- conv blocks
+def instance_norm(x: Tensor) -> Tensor:
+    """Instance normalisation without affine parameters (eps 1e-5), N×C×… → N×C×….
+
+    A map of one voxel (the bottleneck of a 16³ crop) normalises to exactly zero, the value of
+    (x − mean) / sqrt(var + eps) there; PyTorch refuses that case, the official 128³ model never
+    meets it.
+    """
+    if x[0, 0].numel() == 1:
+        return torch.zeros_like(x)
+    return F.instance_norm(x, eps=NORM_EPS)
+
+
+def conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """``conv(x)``, except that reflect padding along a side too short to reflect (one voxel:
+    the bottleneck of a 16-voxel crop side) falls back to replicate padding, the only values a
+    mirror of one voxel can hold. The official 128³ model never meets that case."""
+    pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0
+    if conv.padding_mode != "reflect" or not pad or min(x.shape[2:]) > pad:
+        return conv(x)
+    x = F.pad(x, (pad,) * 6, mode="replicate")
+    return F.conv3d(x, conv.weight, conv.bias, conv.stride)
+
+
 class PreNormConv(nn.Module):
     """Instance norm (no affine, eps 1e-5) → LeakyReLU(0.2) → Conv3d, normalisation **before**
     the convolution (official ``general_conv3d_prenorm``). N×C_in×… → N×C_out×…/stride."""
@@ -135,8 +158,7 @@ class PreNormConv(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.instance_norm(x, eps=NORM_EPS)
-        return self.conv(F.leaky_relu(x, LEAKY_SLOPE))
+        return conv3d(self.conv, F.leaky_relu(instance_norm(x), LEAKY_SLOPE))
 
 
 class ResidualPair(nn.Sequential):
@@ -164,7 +186,7 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Features ``[x0..x4]``, level ``l``: N×(b·2**l)×(D/2**l)×…"""
-        x = self.stem(x)
+        x = conv3d(self.stem, x)
         feats = [x + self.refine[0](x)]
         for lvl in range(1, LEVELS):
             x = self.down[lvl - 1](feats[-1])
