@@ -126,12 +126,17 @@ def instance_norm(x: Tensor) -> Tensor:
 
 def conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
     """``conv(x)``, except that reflect padding along a side too short to reflect (one voxel:
-    the bottleneck of a 16-voxel crop side) falls back to replicate padding, the only values a
-    mirror of one voxel can hold. The official 128³ model never meets that case."""
+    the bottleneck of a 16-voxel crop side) falls back to replicate padding on that side, the
+    only values a mirror of one voxel can hold; the other sides are still reflected. The
+    official 128³ model never meets that case."""
     pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0
     if conv.padding_mode != "reflect" or not pad or min(x.shape[2:]) > pad:
         return conv(x)
-    x = F.pad(x, (pad,) * 6, mode="replicate")
+    for axis in range(3):  # D, H, W; F.pad lists the last axis first
+        widths = [0] * 6
+        widths[2 * (2 - axis)] = widths[2 * (2 - axis) + 1] = pad
+        mode = "reflect" if x.shape[2 + axis] > pad else "replicate"
+        x = F.pad(x, tuple(widths), mode=mode)
     return F.conv3d(x, conv.weight, conv.bias, conv.stride)
 
 
@@ -158,7 +163,7 @@ class PreNormConv(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return conv3d(self.conv, F.leaky_relu(instance_norm(x), LEAKY_SLOPE))
+        return conv3d(self.conv, F.leaky_relu(instance_norm(x), LEAKY_SLOPE, inplace=True))
 
 
 class ResidualPair(nn.Sequential):
