@@ -243,3 +243,17 @@ def test_few_steps_on_a_toy_batch_reduce_the_fused_loss() -> None:
         optimizer.step()
         first = float(losses["log/fuse"]) if first is None else first
     assert float(losses["log/fuse"]) < 0.8 * first
+
+
+def test_stacked_per_modality_decoder_equals_one_call_per_slot() -> None:
+    """Training stacks the four slots on the batch axis (instance norm is per sample); the
+    fixtures check the one-call-per-slot path used without gradients."""
+    model = build()
+    x = torch.randn(2, 4, *PATCH)
+    mask = slot_mask(("FLAIR",), 2)
+    stacked = model.forward_all(x, mask, auxiliary=True)[1]
+    with torch.no_grad():
+        separate = model.forward_all(x, mask, auxiliary=True)[1]
+    assert stacked is not None and separate is not None
+    for a, b in zip(stacked, separate):
+        assert torch.allclose(a.detach(), b, atol=1e-5)
