@@ -9,7 +9,8 @@ Keys (:data:`COST_KEYS`; reports read them by these names):
 * ``gflops_forward``: GFLOPs (10⁹ floating-point operations, a multiply-add counted as 2) of one
   inference forward pass (:meth:`Strategy.predict_window`) on one full-modality crop of the
   preset's ``model.patch_size``, batch 1, counted by
-  :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matrix products, attention; element-wise operations are not counted).
+  :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matrix
+  products, attention; element-wise operations are not counted).
 * ``train_s_per_step``: median wall seconds of one training step (batch, forward, backward,
   optimiser) over the steps this run timed.
 * ``infer_s_per_case``: wall seconds of one whole-volume sliding-window prediction (one subset,
