@@ -5,8 +5,8 @@ case, and a complete run is only read back.
 
 ``run.json`` records, beside the status: ``train_seconds`` and ``eval_seconds`` (summed over
 every invocation of an interrupted and resumed run: training time travels in the checkpoints,
-evaluation time is written as each test case starts), ``val_score`` (the best val-split mean Dice,
-the score that selected the checkpoint), ``split_name`` and ``split_sha256`` (which split, by
+evaluation time is written as each test case is stored), ``val_score`` (the best val-split mean
+Dice, the score that selected the checkpoint), ``split_name`` and ``split_sha256`` (which split, by
 content), and ``costs`` (:mod:`mmbench.benchmark.costs`).
 """
 
@@ -24,6 +24,7 @@ import torch
 
 from mmbench.benchmark import costs, schema
 from mmbench.benchmark.evaluator import EvalSettings, Evaluator
+from mmbench.benchmark.results import ResultsStore
 from mmbench.benchmark.rundir import (
     STATUS_COMPLETE,
     STATUS_EVALUATING,
@@ -112,6 +113,18 @@ def run_info(method: str, data: PreparedData, config: Config, seed: int, s: Stra
     }
 
 
+class _TimedStore(ResultsStore):
+    """A results store that calls ``after_rows()`` once each batch of rows is stored."""
+
+    def __init__(self, path: Path, after_rows: Callable[[], None]) -> None:
+        super().__init__(path)
+        self._after_rows = after_rows
+
+    def add_rows(self, rows: Any) -> None:
+        super().add_rows(rows)
+        self._after_rows()
+
+
 def evaluate_run(
     run: RunDir,
     strategy: Strategy,
@@ -123,20 +136,17 @@ def evaluate_run(
 ) -> float:
     """Score every test case × the 15 subsets not already in the run's results; seconds.
 
-    ``on_case(seconds so far)`` is called as each case starts (the cases before it are scored
-    and stored), so that an interrupted evaluation leaves its time on record.
+    ``on_case(seconds so far)`` is called each time a case's rows are stored, so that an
+    interrupted evaluation leaves the time of its finished cases on record.
     """
     t0 = time.perf_counter()
-
-    def load_case(case_id: str) -> Any:
-        if on_case is not None:
-            on_case(time.perf_counter() - t0)
-        return data.test_item(case_id)
-
+    store = run.results()
+    if on_case is not None:
+        store = _TimedStore(run.metrics_path, lambda: on_case(time.perf_counter() - t0))
     evaluator = Evaluator(
         strategy,
         EvalSettings.from_config(config),
-        run.results(),
+        store,
         key={
             "dataset": data.dataset,
             "method": strategy.name,
@@ -147,7 +157,7 @@ def evaluate_run(
         predictions_dir=run.predictions_dir,
         progress=progress,
     )
-    evaluator.run(list(data.split.test), load_case)
+    evaluator.run(list(data.split.test), data.test_item)
     return time.perf_counter() - t0
 
 
