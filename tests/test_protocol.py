@@ -256,3 +256,42 @@ def test_train_and_eval_seconds_accumulate_across_a_resume(tmp_path, monkeypatch
     assert n_test == 2
     assert info["train_seconds"] >= 4 * step_delay
     assert info["eval_seconds"] >= n_test * case_delay
+
+
+# ------------------------------------------------------------------ published BraTS 2018
+def test_brats2018_reference_sits_beside_runs_on_an_rfnet_split_only(tmp_path) -> None:
+    from mmbench.reporting.api import build_report
+    from tests.report_fixtures import fake_results, write_run_folders
+
+    df = fake_results(methods=("a", "b"), datasets=("brats2018",), n_cases=3)
+    write_run_folders(
+        df[df["method"] == "a"], tmp_path, extra_info={"split_name": "rfnet-brats2018-1"}
+    )
+    write_run_folders(df[df["method"] == "b"], tmp_path, extra_info={"split_name": "seeded:seed=0"})
+    summary = build_report(
+        tmp_path, tmp_path / "reports", compare_reference=True, html=False, n_boot=20,
+        plots_enabled=False,
+    )  # fmt: skip
+    comp = pd.read_csv(tmp_path / "reports" / "tables" / "reference_brats2018_dice.csv")
+    assert "WT ours:a" in comp.columns and "WT ours:b" not in comp.columns
+    assert comp.set_index("subset").loc["T2", "WT pub:RFNet"] == pytest.approx(84.30)
+    assert "ET pub:HeMIS" in comp.columns  # average-only rows come too
+    assert any("b (seeded:seed=0)" in c for c in summary.caveats)
+    assert any("rfnet-brats2018-1" in c and "three splits" in c for c in summary.caveats)
+
+
+def test_packaged_reference_and_split_files_are_the_shared_ones() -> None:
+    shared = Path("/work/shared")
+    if not shared.is_dir():
+        pytest.skip("shared folder not present")
+    root = Path(__file__).parents[1] / "mmbench"
+    pairs = [
+        ("reporting/data/brats2018_rfnet_splits.csv", "reference/brats2018_rfnet_splits.csv"),
+        ("reporting/data/brats2018_README.md", "reference/brats2018_README.md"),
+        *[
+            (f"data/splits/rfnet-brats2018-{i}.json", f"splits/rfnet-brats2018-split{i}.json")
+            for i in (1, 2, 3)
+        ],
+    ]
+    for ours, theirs in pairs:
+        assert (root / ours).read_bytes() == (shared / theirs).read_bytes(), ours
