@@ -295,3 +295,21 @@ def test_packaged_reference_and_split_files_are_the_shared_ones() -> None:
     ]
     for ours, theirs in pairs:
         assert (root / ours).read_bytes() == (shared / theirs).read_bytes(), ours
+
+
+def test_tune_then_run_with_the_overlay_from_the_command_line(tmp_path, capsys) -> None:
+    tuning, results = tmp_path / "tuning", tmp_path / "results"
+    args = ["tune", "--methods", "zerofill", "--grid", "train.lr=0.001,0.02"]
+    assert main([*args, "--out", str(tuning), *SMOKE, *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "zerofill: val score train.lr=0.001:" in printed and "chosen train.lr=" in printed
+    overlay = tuning / "overlay.yaml"
+    chosen = yaml.safe_load(overlay.read_text())["config"]["methods"]["zerofill"]["train"]["lr"]
+    run = ["run", "--methods", "zerofill", "--out", str(results), "--overlay", str(overlay)]
+    assert main([*run, *SMOKE, *TINY]) == 0
+    config = yaml.safe_load((run_dir(results, "zerofill") / "config.yaml").read_text())
+    assert config["train"]["lr"] == chosen
+    assert config["methods"]["zerofill"]["train"] == {"lr": chosen}
+    capsys.readouterr()
+    assert main(["tune", "--methods", "zerofill", "--grid", "train.steps=2,4", *SMOKE]) == 2
+    assert "budget" in capsys.readouterr().err
