@@ -313,3 +313,17 @@ def test_tune_then_run_with_the_overlay_from_the_command_line(tmp_path, capsys) 
     capsys.readouterr()
     assert main(["tune", "--methods", "zerofill", "--grid", "train.steps=2,4", *SMOKE]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+def test_an_overlay_tuned_on_another_split_is_flagged(tmp_path) -> None:
+    from mmbench.benchmark.runner import _check_overlay_split
+
+    split = Split(["a", "b"], ["c"], ["d"])
+    overlay = tmp_path / "overlay.yaml"
+    messages: list[str] = []
+    overlay.write_text(yaml.safe_dump({"split": {"sha256": split_sha256(split)}, "config": {}}))
+    _check_overlay_split(overlay, split, messages.append)
+    assert messages == []
+    overlay.write_text(yaml.safe_dump({"split": {"sha256": "0" * 64}, "config": {}}))
+    _check_overlay_split(overlay, split, messages.append)
+    assert len(messages) == 1 and "another split" in messages[0]

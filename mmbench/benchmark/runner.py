@@ -113,6 +113,8 @@ def run_benchmark(
         # Parallel runs preprocess in their own processes; this one only splits.
         cache="none" if n_jobs > 1 else None,
     )
+    if overlay is not None:
+        _check_overlay_split(Path(overlay), data.split, log)
     if n_jobs == 1:
         return [run_one(m, data, config, s, out, progress, log) for m, s in units]
     log(f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) each")
@@ -125,6 +127,20 @@ def run_benchmark(
         "threads": int(threads),
     }
     return run_parallel(units, task, n_jobs, log)
+
+
+def _check_overlay_split(overlay: Path, split: Any, log: Callable[[str], None]) -> None:
+    """Warn when an overlay was tuned on another split (its val cases were other cases)."""
+    import yaml
+
+    from mmbench.datasets.splits import split_sha256
+
+    tuned = ((yaml.safe_load(overlay.read_text()) or {}).get("split") or {}).get("sha256")
+    if tuned and tuned != split_sha256(split):
+        log(
+            f"warning: {overlay} was tuned on another split (sha256 {tuned[:12]}…, this run "
+            f"{split_sha256(split)[:12]}…): its choices were not selected on this run's val cases"
+        )
 
 
 def run_parallel(
