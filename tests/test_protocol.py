@@ -327,3 +327,12 @@ def test_an_overlay_tuned_on_another_split_is_flagged(tmp_path) -> None:
     overlay.write_text(yaml.safe_dump({"split": {"sha256": "0" * 64}, "config": {}}))
     _check_overlay_split(overlay, split, messages.append)
     assert len(messages) == 1 and "another split" in messages[0]
+
+
+def test_an_unknown_split_file_is_refused_before_any_data_work(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = ["run", "--methods", "zerofill", "--out", str(out), *SMOKE]
+    assert main([*args, "--set", "split.file=rfnet-brats2018-9"]) == 2
+    err = capsys.readouterr().err
+    assert "rfnet-brats2018-9" in err and "rfnet-brats2018-1" in err
+    assert not out.exists()

@@ -27,6 +27,7 @@ from mmbench.benchmark.rundir import RunDir
 from mmbench.benchmark.runtime import available_cores, pick_device, resolve_jobs
 from mmbench.config import Config, apply_overlay, apply_overrides, load_overlay, load_preset
 from mmbench.datasets.prepare import prepare_data
+from mmbench.datasets.splits import check_split_file
 from mmbench.errors import RunError
 from mmbench.methods import method_options, resolve_methods
 
@@ -49,6 +50,7 @@ def resolve_config(
     if overlay is not None:
         data = apply_overlay(data, load_overlay(overlay))
     config = Config.from_dict(apply_overrides(data, overrides))
+    check_split_file(config.split.file)
     for name in methods:
         method_options(name, config.method_options(name))
         config.for_method(name)

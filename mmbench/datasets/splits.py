@@ -339,6 +339,21 @@ def split_name(
     return f"seeded:seed={seed}"
 
 
+def check_split_file(value: str | Path | None) -> None:
+    """Refuse a ``split.file`` that is neither an existing path nor a built-in name (before any
+    data work).
+
+    Raises:
+        SplitError: the message lists the built-in names.
+    """
+    if value is None or is_builtin_split(value) or Path(str(value)).exists():
+        return
+    raise SplitError(
+        f"split.file {str(value)!r} is neither a file nor a built-in split; built-in: "
+        + ", ".join(builtin_split_names())
+    )
+
+
 def load_split(path: str | Path, cases: Sequence[Case]) -> Split:
     """Read a split file, or a built-in split by name, and check it names only known case ids.
 
@@ -355,11 +370,7 @@ def load_split(path: str | Path, cases: Sequence[Case]) -> Split:
                 f"built-in split {builtin.name!r} is a {builtin.dataset} split: {exc}"
             ) from exc
         return builtin.split
-    if not Path(path).exists():
-        raise SplitError(
-            f"split.file {str(path)!r} is neither a file nor a built-in split; built-in: "
-            + ", ".join(builtin_split_names())
-        )
+    check_split_file(path)
     split = Split.from_file(path)
     split.check(c.id for c in cases)
     return split
