@@ -23,7 +23,7 @@ from mmbench.benchmark.rundir import (
     STATUS_TRAINING,
     RunDir,
 )
-from mmbench.benchmark.runtime import environment_info, pick_device
+from mmbench.benchmark.runtime import environment_info, keep_freed_memory, pick_device
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
@@ -109,6 +109,7 @@ def evaluate_run(
     progress: bool = True,
 ) -> float:
     """Score every test case × the 15 subsets not already in the run's results; seconds."""
+    keep_freed_memory()
     t0 = time.perf_counter()
     evaluator = Evaluator(
         strategy,
@@ -148,6 +149,7 @@ def run_one(
     ``config`` is the invocation's; the run trains with :meth:`Config.for_method` of it and
     writes that to its folder.
     """
+    keep_freed_memory()
     run, config = open_run(method, data, config, seed, Path(out))
     previous = run.read_info()
     if is_complete(run, data):
