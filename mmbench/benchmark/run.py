@@ -31,7 +31,7 @@ from mmbench.benchmark.rundir import (
     STATUS_TRAINING,
     RunDir,
 )
-from mmbench.benchmark.runtime import environment_info, pick_device
+from mmbench.benchmark.runtime import environment_info, keep_freed_memory, pick_device
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
@@ -139,6 +139,7 @@ def evaluate_run(
     ``on_case(seconds so far)`` is called each time a case's rows are stored, so that an
     interrupted evaluation leaves the time of its finished cases on record.
     """
+    keep_freed_memory()
     t0 = time.perf_counter()
     store = run.results()
     if on_case is not None:
@@ -207,6 +208,7 @@ def run_one(
     ``config`` is the invocation's; the run trains with :meth:`Config.for_method` of it and
     writes that to its folder.
     """
+    keep_freed_memory()
     run, config = open_run(method, data, config, seed, Path(out))
     previous = run.read_info()
     if is_complete(run, data):
