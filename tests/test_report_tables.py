@@ -232,9 +232,11 @@ def test_family_view_and_mean_ranks() -> None:
     dg = view[view["family"] == "data-generation"].iloc[0]
     assert dg["representative"] == "c" and dg["chosen by"] == "only member"
     # the val score chooses, even against the test ranking
-    kd = family_view(t, fams, {"a": 0.5, "b": 0.7}).set_index("family").loc["knowledge-distillation"]
+    by_val = family_view(t, fams, {"a": 0.5, "b": 0.7}).set_index("family")
+    kd = by_val.loc["knowledge-distillation"]
     assert kd["representative"] == "b" and kd["chosen by"] == "val score"
-    assert kd["rep. Avg."] == pytest.approx(np.mean([t.mean.loc[AVG, (r, "b")] for r in "WT TC ET".split()]))
+    want = np.mean([t.mean.loc[AVG, (r, "b")] for r in ("WT", "TC", "ET")])
+    assert kd["rep. Avg."] == pytest.approx(want)
     # without val scores of every member: the registered representative
     fams2 = {"a": "knowledge-distillation", "adamm": "knowledge-distillation", "c": "reference"}
     t2 = build_table(df.replace({"method": {"b": "adamm"}}), "synthetic", "dice", n_boot=20)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
+from mmbench.errors import ReportError
 from mmbench.reporting import plots
 from mmbench.reporting.external import (  # noqa: F401  re-exported: mmbench evaluate
     evaluate_prediction_dir as evaluate_predictions,
 )
-from mmbench.errors import ReportError
 from mmbench.reporting.family import (
     ablation_roles,
     family_sort_key,

@@ -260,7 +260,8 @@ def seed_table(df: pd.DataFrame, table: ResultTable) -> tuple[pd.DataFrame, list
         if base is not None and m != base and block is not None and base in seed_region.index:
             b = seed_region.loc[base]["all"]
             shared = sorted(set(b.index) & set(block.index))
-            row["p across seeds"] = paired_t(b[shared].to_numpy(), block["all"][shared].to_numpy())[0]
+            a_vals, m_vals = b[shared].to_numpy(), block["all"][shared].to_numpy()
+            row["p across seeds"] = paired_t(a_vals, m_vals)[0]
             within = []
             for s in shared:
                 x, y = per_case.loc[(base, s)], per_case.loc[(m, s)]

@@ -106,7 +106,7 @@ def figure_html(png: Path, caption: str | None = None) -> str:
     name = html.escape(Path(png).name)
     return (
         f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{text} <span class=\"file\">(figures/{name}; PDF beside it)</span>"
+        f'<figcaption>{text} <span class="file">(figures/{name}; PDF beside it)</span>'
         "</figcaption></figure>"
     )
 

@@ -448,9 +448,10 @@ def power_note(n_cases: int, n_tests: int, alpha: float = ALPHA) -> str | None:
     p_min = min_wilcoxon_p(n_cases)
     if p_min * n_tests < alpha:
         return None
+    p_holm = min(1.0, p_min * n_tests)
     return (
         f"With {n_cases} paired cases the smallest possible two-sided Wilcoxon p is "
-        f"{p_min:.3g}, and Holm over {n_tests} tests makes it at least {min(1.0, p_min * n_tests):.3g}"
+        f"{p_min:.3g}, and Holm over {n_tests} tests makes it at least {p_holm:.3g}"
         f": no * can appear at p < {alpha:g}, so its absence shows nothing."
     )
 
@@ -664,9 +665,7 @@ def _latex_columns(table: ResultTable, label: str) -> str:
             lead = modality_marks(row, "tex")
         body.append(" & ".join(lead + cells) + " \\\\")
     ci_cells = [ci_text(table, r, m, "tex") for r in table.regions for m in table.methods]
-    body.append(
-        " & ".join([f"\\multicolumn{{{nmod}}}{{c}}{{95\\,\\% CI}}"] + ci_cells) + " \\\\"
-    )
+    body.append(" & ".join([f"\\multicolumn{{{nmod}}}{{c}}{{95\\,\\% CI}}"] + ci_cells) + " \\\\")
     body += ["\\bottomrule", "\\end{tabular}%"]
     out = [
         f"% requires {TEX_PREAMBLE}",
