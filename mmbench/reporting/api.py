@@ -224,7 +224,7 @@ def build_report(
                 f"{table.info.label}, {AVG} over subsets. Representative: the member with the best "
                 "validation score (run.json val_score) when every member has one, else the "
                 "family's registered representative, else its only member; never chosen on test "
-                f"results. Family mean = mean of its members' {AVG}.",
+                f"results. Family mean = mean of its members' {AVG} values.",
                 coverage.note(),
             ]
             if variants:
@@ -345,7 +345,8 @@ def _figures(
     dist_metric = "dice" if "dice" in metrics else (tables[0].metric if tables else None)
     if dist_metric:
         figs += plots.distributions(mdf, dataset, fig_dir, dist_metric, regions, methods)
-    cost = costs.set_index("method")[cost_axis].to_dict()
+    column = costs.set_index("method")[cost_axis]
+    cost = {str(m): float(v) for m, v in column.items() if pd.notna(v)}
     is_params = cost_axis.startswith("params")
     p = plots.performance_vs_params(
         mdf,

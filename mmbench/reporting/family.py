@@ -121,6 +121,8 @@ def mean_ranks(table: ResultTable) -> pd.DataFrame:
 
 
 def _fmt(v: object, decimals: int) -> str:
+    if v is pd.NA:
+        return "–"
     if isinstance(v, float):
         return "–" if math.isnan(v) else f"{v:.{decimals}f}"
     return str(v)

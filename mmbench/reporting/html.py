@@ -81,6 +81,8 @@ def frame_html(heading: str, frame: pd.DataFrame, notes: Sequence[str] = ()) -> 
     """A plain DataFrame as an HTML table with a heading and notes."""
 
     def fmt(v: object) -> str:
+        if v is pd.NA:
+            return "–"
         if isinstance(v, float):
             return "–" if math.isnan(v) else f"{v:.2f}"
         return html.escape(str(v))

@@ -80,42 +80,53 @@ def change_label(metric: str) -> str:
 
 
 def heatmap(table: ResultTable, out_dir: Path) -> list[Path]:
-    """Method × subset heatmap, one panel per region, for one table."""
+    """Method × subset heatmap, one panel per region stacked vertically, for one table.
+
+    Panels share the subset axis (full subset names, as in the tables, under the last panel);
+    every cell carries its value at a size readable in print, in black on light cells and white
+    on dark ones.
+    """
     info = table.info
     rows = table.rows
     nm = len(table.methods)
-    fig = _new_figure(5.4 * len(table.regions) + 1.0, 0.6 + 0.38 * nm + 1.6)
-    axes = fig.subplots(1, len(table.regions), squeeze=False)[0]
+    nr = len(table.regions)
+    panel = 0.35 + 0.3 * nm
+    top, bottom = 0.55, 1.35
+    fig = _new_figure(10.0, nr * panel + (nr - 1) * 0.3 + top + bottom)
+    axes = fig.subplots(nr, 1, squeeze=False, sharex=True)[:, 0]
     values = table.mean.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     cmap = "viridis" if info.higher_better else "viridis_r"
-    annotate = nm * len(rows) <= 100
-    _margins(fig, 1.3, 1.6, 1.1, 0.5, wspace=0.35)
+    annotate = nm <= 24
+    _margins(fig, 1.6, bottom, 1.3, top, hspace=0.3 / panel)
     mid = (vmin + vmax) / 2
     for ax, region in zip(axes, table.regions):
         data = table.mean[region].to_numpy(dtype=float).T
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_title(f"{region}", fontsize=10)
-        ax.set_xticks(range(len(rows)), [_short(r) for r in rows], rotation=90, fontsize=7)
+        ax.set_ylabel(region, fontsize=10, rotation=0, ha="left", va="center", labelpad=6)
+        ax.yaxis.set_label_position("right")
         ax.set_yticks(range(nm), [table.header(m) for m in table.methods], fontsize=8)
-        ax.axvline(len(rows) - 1.5, color="white", lw=1.5)
+        ax.axvline(len(rows) - 1.5, color="white", lw=2)
         if annotate:
             for i in range(nm):
                 for j in range(len(rows)):
                     if np.isfinite(data[i, j]):
-                        # dark text on the light (yellow) end of viridis, light text elsewhere
+                        # dark text on the light end of the colour map, light text elsewhere
                         light = (data[i, j] > mid) == info.higher_better
                         ax.text(
                             j,
                             i,
-                            f"{data[i, j]:.0f}",
+                            f"{data[i, j]:.{1 if abs(data[i, j]) < 10 else 0}f}",
                             ha="center",
                             va="center",
-                            fontsize=7,
+                            fontsize=8,
                             color="black" if light else "white",
                         )
-    cax = fig.add_axes((1 - 0.9 / fig.get_size_inches()[0], 0.25, 0.015, 0.6))
+    axes[-1].set_xticks(range(len(rows)), [_short(r) for r in rows], rotation=60, ha="right")
+    axes[-1].tick_params(axis="x", labelsize=8)
+    w, h = fig.get_size_inches()
+    cax = fig.add_axes((1 - 0.75 / w, bottom / h, 0.15 / w, 1 - (top + bottom) / h))
     fig.colorbar(im, cax=cax, label=info.label)
     fig.suptitle(f"{info.label} per method and subset — {table.dataset}", fontsize=10)
     return save_figure(fig, out_dir / f"heatmap_{table.dataset}_{table.metric}")

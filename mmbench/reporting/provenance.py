@@ -148,6 +148,8 @@ def costs_frame(
     frame = pd.DataFrame(rows, columns=["method", "family", *COST_COLUMNS])
     for c in COST_COLUMNS:
         frame[c] = frame[c].astype(float)
+    for c in ("params_inference", "params_training"):  # counts print as integers
+        frame[c] = frame[c].round().astype("Int64")
     return frame
 
 
