@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"scored {df['case'].nunique()} cases × {df['subset'].nunique()} subsets; "
         + ", ".join(f"{r} Dice {v:.3f}" for r, v in d.items())
     )
-    print(f"rows written under {args.out or 'results/<dataset>/<method>/external'}")
+    print(f"rows written under {df.attrs.get('run_dir', args.out)}")
     return 0
 
 

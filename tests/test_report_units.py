@@ -128,3 +128,28 @@ def test_evaluate_split_from_scores_only_the_test_cases(tmp_path) -> None:
         )
     assert set(df["case"]) == {CASES[0]}
     assert np.isfinite(df["value"]).any()
+
+
+def test_cli_evaluate_split_from_and_report_options(tmp_path, capsys) -> None:
+    pytest.importorskip("mmbench.datasets")
+    from mmbench.cli import main
+
+    data = write_tiny_dataset(tmp_path / "data")
+    pred = tmp_path / "theirs"
+    write_predictions(pred, shift=1, subsets=("1111",))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": list(CASES)}), encoding="utf-8")
+    out = tmp_path / "results" / "brats2024" / "theirs" / "external"
+    args = ["evaluate", "--pred-dir", str(pred), "--dataset", "brats2024"]
+    args += ["--data-root", str(data), "--split-from", str(split), "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "scored 2 cases × 1 subsets" in text and str(out) in text
+    assert "<dataset>" not in text
+    write_run_folders(unequal(), tmp_path / "results")
+    args = ["report", "--runs", str(tmp_path / "results"), "--out", str(tmp_path / "rep")]
+    args += ["--no-plots", "--no-html", "--units", "all", "--latex-layout", "rows"]
+    args += ["--n-boot", "10"]
+    assert main(args) == 0
+    tex = (tmp_path / "rep" / "tables" / "toy_dice.tex").read_text(encoding="utf-8")
+    assert tex.count("\\begin{table}") == 3 and "\\textsuperscript{\\dag}" in tex

@@ -115,7 +115,7 @@ def evaluate_prediction_dir(
             like with that run; predictions of other cases are left out with a warning.
 
     Returns:
-        The tidy rows written to ``<out>/metrics.csv``.
+        The tidy rows written to ``<out>/metrics.csv`` (``attrs["run_dir"]``: that folder).
 
     Raises:
         PredictionError: a file has the wrong shape or unknown label values, or no prediction
@@ -210,7 +210,9 @@ def evaluate_prediction_dir(
             "split_from": str(split_file) if split_file is not None else None,
         }
     )
-    return run.results().frame()
+    frame = run.results().frame()
+    frame.attrs["run_dir"] = str(run.path)
+    return frame
 
 
 def read_test_split(split_from: str | Path) -> tuple[Path, set[str]]:
