@@ -171,3 +171,17 @@ def test_brain_box_crops_to_the_brain() -> None:
     bx, by = brain_box(img, margin=4)
     assert bx.stop - bx.start == by.stop - by.start == 70 + 8
     assert bx.start <= 60 and bx.stop >= 120 and by.start <= 80 and by.stop >= 150
+
+
+def test_seed_spread_of_the_overall_average() -> None:
+    from mmbench.reporting.plots import seed_spread
+
+    frames = [fake_results(methods=("a",), n_cases=3, seed=s).assign(seed=s) for s in range(3)]
+    df = pd.concat(frames, ignore_index=True)
+    d = df[df["metric"] == "dice"]
+    per_seed = [
+        d[d["seed"] == s].groupby(["region", "subset"])["value"].mean().mean() * 100
+        for s in range(3)
+    ]
+    assert seed_spread(df, "synthetic", "dice")["a"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert np.isnan(seed_spread(frames[0], "synthetic", "dice")["a"])

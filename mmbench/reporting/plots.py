@@ -222,6 +222,18 @@ def overall_average(df: pd.DataFrame, dataset: str, metric: str) -> pd.Series:
     return per_subset.groupby(level="region").mean().mean(axis=0)
 
 
+def seed_spread(df: pd.DataFrame, dataset: str, metric: str) -> pd.Series:
+    """Per method: the std across seeds of :func:`overall_average` (NaN with one seed)."""
+    rows = df[(df["dataset"] == dataset) & (df["metric"] == metric)]
+    if rows.empty or "seed" not in rows.columns:
+        return pd.Series(dtype=float)
+    scale = metric_info(metric).scale
+    per = rows.groupby(["method", "seed", "region", "subset"])["value"].mean() * scale
+    overall = per.groupby(level=["method", "seed", "region"]).mean()
+    overall = overall.groupby(level=["method", "seed"]).mean()
+    return overall.groupby(level="method").std(ddof=1)
+
+
 def performance_vs_params(
     df: pd.DataFrame,
     dataset: str,
@@ -233,7 +245,8 @@ def performance_vs_params(
     scale: float = 1e-6,
     stem: str | None = None,
 ) -> list[Path]:
-    """Avg. over regions and subsets against a cost per method (AdaMM paper, figure 9).
+    """Avg. over regions and subsets against a cost per method (AdaMM paper, figure 9); with
+    several seeds, error bars of ± the std across seeds.
 
     Args:
         params: cost per method (default use: inference parameters); multiplied by ``scale``
@@ -254,11 +267,16 @@ def performance_vs_params(
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         avg = overall_average(df[df["method"].isin(list(known))], dataset, metric)
+        spread = seed_spread(df, dataset, metric)
         for method, value in avg.items():
             if not np.isfinite(value):
                 continue
             x = known[method] * scale
-            ax.scatter(x, value, s=30, color=colour[families.get(method, "unknown")], zorder=3)
+            c = colour[families.get(method, "unknown")]
+            ax.scatter(x, value, s=30, color=c, zorder=3)
+            err = float(spread.get(method, float("nan")))
+            if np.isfinite(err):  # ± std across seeds
+                ax.errorbar(x, value, yerr=err, color=c, lw=0.8, capsize=2, zorder=2)
             ax.annotate(method, (x, value), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -344,8 +362,9 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "distribution": "Per-case {label} per modality subset: box = quartiles, whiskers = 1.5 IQR, "
     "dots = outliers; one colour per method, one panel per region.",
     "params": "{avg} over regions and subsets against the number of parameters used at inference "
-    "(log axis); colour = family.",
-    "cost": "{avg} over regions and subsets against a cost (log axis); colour = family.",
+    "(log axis); colour = family; error bars (with several seeds): ± std across seeds.",
+    "cost": "{avg} over regions and subsets against a cost (log axis); colour = family; "
+    "error bars (with several seeds): ± std across seeds.",
     "modality_drop": "Drop of the full-set {label} when one modality is removed "
     "(full set minus the set without it), per method and region.",
     "qualitative": "One test case, axial slice with the largest tumour area, on its T1ce image: "
