@@ -24,14 +24,15 @@ DEFAULT_SUBSETS: tuple[str, ...] = ("T1+T1ce+T2+FLAIR", "T1+T2+FLAIR", "T1ce", "
 BACKGROUND_MODALITY = "T1ce"
 """The image under the contours (the modality that shows the enhancing tumour)."""
 
-CROP_MARGIN = 4
-"""Voxels kept around the brain's bounding box in the qualitative panels."""
+CROP_MARGIN = 0.05
+"""Share of the brain's extent kept around its bounding box in the qualitative panels."""
 
 
-def brain_box(image: np.ndarray, margin: int = CROP_MARGIN) -> tuple[slice, slice]:
+def brain_box(image: np.ndarray, margin: int | None = None) -> tuple[slice, slice]:
     """In-plane bounding box of the brain on a 2-D slice (voxels brighter than a tenth of the
     99th intensity percentile, which leaves out background noise), widened by ``margin`` and
-    made square so that every panel keeps the same aspect."""
+    made square so that every panel keeps the same aspect. ``margin`` in voxels; default
+    :data:`CROP_MARGIN` of the brain's larger extent, at least one voxel."""
     top = float(np.percentile(image, 99)) if image.size else 0.0
     if top <= 0:
         return slice(0, image.shape[0]), slice(0, image.shape[1])
@@ -41,7 +42,10 @@ def brain_box(image: np.ndarray, margin: int = CROP_MARGIN) -> tuple[slice, slic
         return slice(0, image.shape[0]), slice(0, image.shape[1])
     x0, x1 = int(xs.min()), int(xs.max()) + 1
     y0, y1 = int(ys.min()), int(ys.max()) + 1
-    side = max(x1 - x0, y1 - y0) + 2 * margin
+    extent = max(x1 - x0, y1 - y0)
+    if margin is None:
+        margin = max(1, round(CROP_MARGIN * extent))
+    side = extent + 2 * margin
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
 
     def span(centre: int, size: int) -> slice:
