@@ -123,3 +123,41 @@ def test_small_table_keeps_natural_size_and_compiles(tmp_path) -> None:
     path = tmp_path / "t.tex"
     path.write_text(tex, encoding="utf-8")
     compile_tex([path], tmp_path / "build")
+
+
+def test_reference_seed_ablation_and_cost_tables_compile(tmp_path) -> None:
+    """The other generated tables: published numbers (their caveats), seeds, ablations, costs."""
+    import pandas as pd
+
+    pytest.importorskip("mmbench.methods")
+    methods = ("adamm", "adamm-no-garm", "zerofill")
+    df = pd.concat(
+        [
+            fake_results(methods=methods, datasets=("brats2024",), n_cases=4, seed=s).assign(
+                seed=s
+            )
+            for s in range(2)
+        ],
+        ignore_index=True,
+    )
+    families = dict(zip(methods, ("knowledge-distillation",) * 2 + ("reference",)))
+    write_run_folders(df, tmp_path / "results", families=families)
+    summary = build_report(
+        tmp_path / "results",
+        tmp_path / "reports",
+        compare_reference=True,
+        plots_enabled=False,
+        html=False,
+        n_boot=10,
+    )
+    tex = sorted(p for p in summary.tables if p.suffix == ".tex")
+    names = {p.name for p in tex}
+    for want in (
+        "reference_brats2024_dice.tex",
+        "reference_fig9.tex",
+        "seeds_brats2024_dice.tex",
+        "ablations_brats2024_dice.tex",
+        "costs_brats2024.tex",
+    ):
+        assert want in names
+    compile_tex(tex, tmp_path / "build")
