@@ -133,9 +133,7 @@ def test_reference_seed_ablation_and_cost_tables_compile(tmp_path) -> None:
     methods = ("adamm", "adamm-no-garm", "zerofill")
     df = pd.concat(
         [
-            fake_results(methods=methods, datasets=("brats2024",), n_cases=4, seed=s).assign(
-                seed=s
-            )
+            fake_results(methods=methods, datasets=("brats2024",), n_cases=4, seed=s).assign(seed=s)
             for s in range(2)
         ],
         ignore_index=True,
