@@ -161,6 +161,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         qualitative_case=args.case,
+        units=args.units,
+        latex_layout=args.latex_layout,
+        cost_axis=args.cost_axis,
     )
     print(summary)
     return 0
@@ -183,13 +186,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         family=args.family,
         label_convention=args.label_convention,
         n_jobs=args.n_jobs,
+        split_from=args.split_from,
     )
     d = df[df["metric"] == "dice"].groupby("region")["value"].mean()
     print(
         f"scored {df['case'].nunique()} cases × {df['subset'].nunique()} subsets; "
         + ", ".join(f"{r} Dice {v:.3f}" for r, v in d.items())
     )
-    print(f"rows written under {args.out or 'results/<dataset>/<method>/external'}")
+    print(f"rows written under {df.attrs.get('run_dir', args.out)}")
     return 0
 
 
@@ -416,6 +420,33 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--case", default=None, help="case for the qualitative figure")
     rep.add_argument("--no-plots", action="store_true", help="no figures")
     rep.add_argument("--no-html", action="store_true", help="no report.html")
+    rep.add_argument(
+        "--units",
+        choices=["common", "all"],
+        default="common",
+        help="common: compare methods on the (case, subset) units they all have; all: each on "
+        "its own, methods lacking units flagged and never bold",
+    )
+    rep.add_argument(
+        "--latex-layout",
+        choices=["auto", "columns", "rows"],
+        default="auto",
+        help="LaTeX tables: columns (methods as columns), rows (one table per region, methods "
+        "as rows), auto (rows above 12 method columns)",
+    )
+    rep.add_argument(
+        "--cost-axis",
+        choices=[
+            "params_inference",
+            "params_training",
+            "gflops_forward",
+            "train_s_per_step",
+            "infer_s_per_case",
+            "peak_memory_mb",
+        ],
+        default="params_inference",
+        help="x axis of the accuracy-vs-cost figure (a column of the costs table)",
+    )
     rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="score predictions made outside mmbench")
@@ -457,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--family", default="external", help="family shown in the family view")
     ev.add_argument("--n-jobs", type=int, default=1, help="workers scoring the metrics")
+    ev.add_argument(
+        "--split-from",
+        type=Path,
+        default=None,
+        help="run folder (its split.json) or split file: score only that split's test cases",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     off = sub.add_parser(
