@@ -65,8 +65,8 @@ def nearest_weights(
 @register(
     "retrieval-atlas",
     family="sample-retrieval",
-    paper="mmbench's own design: image-level retrieval of absent modalities from the nearest "
-    "training crops, then a full-modality segmenter (sample-retrieval family of the AdaMM survey)",
+    paper="mmbench's own design (image-level retrieval; sample-retrieval family of the AdaMM "
+    "survey, arXiv 2509.15017)",
     tags=("retrieval", "atlas", "memory-bank", "unet"),
 )
 class RetrievalAtlas(Strategy):
