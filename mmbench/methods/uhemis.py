@@ -23,8 +23,8 @@ from mmbench.methods.mmformer.strategy import regions_from_classes
 from mmbench.methods.registry import register
 from mmbench.subsets import MODALITIES
 
-NEGATIVE_SLOPE = 0.01
-"""LeakyReLU slope (NiftyNet's ``leakyrelu``)."""
+NEGATIVE_SLOPE = 0.02
+"""LeakyReLU slope of NiftyNet's ``leakyrelu`` (0.51·x + 0.49·|x|: slope 0.02 below zero)."""
 
 N_CLASSES = 4
 """Softmax classes: background, NCR/NET, oedema, enhancing tumour."""
