@@ -79,3 +79,12 @@ def test_a_few_steps_learn_the_toy_tumour() -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_predict_accepts_sizes_not_divisible_by_the_stride() -> None:
+    # Max pooling floors and the decoder resizes to each skip, so any window size works.
+    model = build("uhemis").eval()
+    with torch.no_grad():
+        out = model.predict(torch.randn(1, 4, 18, 13, 11), ("T1", "FLAIR"))
+    assert out.shape == (1, 3, 18, 13, 11)
+    assert out.min() >= 0 and out.max() <= 1

@@ -74,8 +74,9 @@ class RetrievalAtlas(Strategy):
 
     Stages: ``bank`` (``kind="fit"``, first: it needs no trained weights) then ``train``.
 
-    Bank: one pass over the training cases (the loop's fit batches: one full-modality crop of
-    the training size per case, with the training flips), at most ``bank_size`` entries (a
+    Bank: every crop of the loop's fit batches becomes one entry (full-modality crops of the
+    training size, with the training flips; meant as one pass over the training cases, one crop
+    per case — see ``docs/methods/retrieval-atlas.md`` on the source), at most ``bank_size`` (a
     seeded uniform sample if there are more). An entry holds the crop's four channels on
     :func:`entry_grid` (float16) and their :func:`descriptors` (``descriptor_grid``³ averages
     per channel, float32). Buffers are sized to the bank, so checkpoints carry exactly it.
@@ -94,7 +95,7 @@ class RetrievalAtlas(Strategy):
     train_subsets = "full"
     options: ClassVar[dict[str, Option]] = {
         "k": Option(1, "nearest training crops averaged into an absent channel", minimum=1),
-        "bank_size": Option(256, "most bank entries (one crop per training case)", minimum=1),
+        "bank_size": Option(256, "most bank entries (one per fit crop)", minimum=1),
         "descriptor_grid": Option(
             8, "pooled grid (per axis) of the retrieval descriptor", minimum=1
         ),
