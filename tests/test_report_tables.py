@@ -250,3 +250,13 @@ def test_family_view_and_mean_ranks() -> None:
     assert list(ranks["method"]) == ["a", "b", "c"]  # fixture: a better than b better than c
     assert ranks["all"].between(1, 3).all()
     assert ranks.loc[0, "all"] < ranks.loc[2, "all"]
+
+
+def test_family_view_ranks_the_representatives() -> None:
+    df = fake_results(methods=("a", "b", "c"), n_cases=6)
+    t = build_table(df, "synthetic", "dice", n_boot=20)
+    fams = {"a": "data-generation", "b": "multi-task", "c": "reference"}
+    view = family_view(t, fams).set_index("family")
+    # fixture: a better than b better than c, each the only member of its family
+    assert view.loc["data-generation", "rep. rank"] < view.loc["reference", "rep. rank"]
+    assert view["rep. rank"].between(1, 3).all()

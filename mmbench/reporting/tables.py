@@ -623,7 +623,8 @@ def fit_to_width(body: list[str]) -> list[str]:
 
 def notes_tex(notes: Sequence[str]) -> str:
     """The notes as a small paragraph under a table."""
-    text = " ".join(tex_escape(n) for n in notes)
+    sentences = [n if n.rstrip().endswith((".", ":")) else n.rstrip() + "." for n in notes]
+    text = " ".join(tex_escape(n) for n in sentences)
     return rf"\par\smallskip{{\footnotesize\raggedright {text}\par}}"
 
 
@@ -716,7 +717,7 @@ def _latex_rows(table: ResultTable, region: str, label: str) -> str:
         body.append(" & ".join([tex_escape(table.header(m)), *cells]) + " \\\\")
     body += ["\\bottomrule", "\\end{tabular}%"]
     assert all(line.count(" & ") == ncols for line in body if line.endswith("\\\\"))
-    notes = list(table.notes)
+    notes = [n.replace("best per row and region", "best per subset (column)") for n in table.notes]
     if table.with_std:
         notes.append("In this layout ± is shown for the Avg. only (per subset: .md and .csv).")
     out = [
