@@ -1,4 +1,5 @@
-"""``mmbench`` command line: a thin front over the library (run, list, report, data, evaluate).
+"""``mmbench`` command line: a thin front over the library (run, tune, list, report, data,
+evaluate).
 
 Every sub-command parses its arguments and calls one library function; anything it does can be
 done from Python. Errors a user can fix (:class:`mmbench.errors.MMBenchError`: unknown method or
@@ -48,10 +49,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=args.set,
         progress=not args.no_progress,
         jobs=args.jobs,
+        overlay=args.overlay,
     )
     print()
     print(summary_table(summaries))
     print(f"results in {Path(args.out).resolve()}; next: mmbench report --runs {args.out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.tuning import tune
+
+    result = tune(
+        args.methods,
+        args.grid,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        preset=args.preset,
+        seeds=args.seeds,
+        out=args.out,
+        overrides=args.set,
+        progress=not args.no_progress,
+    )
+    for method, rows in result.scores.items():
+        shown = ", ".join(
+            f"{','.join(f'{k}={v}' for k, v in r['point'].items())}: "
+            + ("failed" if r["mean"] is None else f"{r['mean']:.4f}")
+            for r in rows
+        )
+        chosen = ",".join(f"{k}={v}" for k, v in result.choices[method].items())
+        print(f"{method}: val score {shown}; chosen {chosen}")
+    print(f"overlay written to {result.overlay}; next: mmbench run --overlay {result.overlay}")
+    return 0
+
+
+def cmd_data_splits(args: argparse.Namespace) -> int:
+    from mmbench.datasets.splits import list_builtin_splits
+
+    rows = list_builtin_splits()
+    if args.json:
+        print(json.dumps({"splits": rows}, indent=2))
+        return 0
+    print(f"{'name':<22} {'dataset':<10} {'train':>6} {'val':>5} {'test':>5}  sha256")
+    for r in rows:
+        print(
+            f"{r['name']:<22} {r['dataset']:<10} {r['train']:>6} {r['val']:>5} {r['test']:>5}  "
+            f"{r['sha256'][:16]}"
+        )
+    print("use one with --set split.file=NAME (provenance: mmbench/data/splits/README.md)")
     return 0
 
 
@@ -291,8 +336,50 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="runs trained at once, in separate processes: N or auto (default: the preset's)",
     )
+    run.add_argument(
+        "--overlay",
+        type=Path,
+        default=None,
+        help="a tuning overlay written by mmbench tune: its per-method train choices apply",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    tun = sub.add_parser(
+        "tune",
+        help="equal-budget search per method on the val split; writes an overlay for run",
+        description="Train every grid point of each method with the preset's budget, score it "
+        "on the val split only (the test split is never read) and write DIR/overlay.yaml with "
+        "the grid, every val score and the choice; apply it with mmbench run --overlay.",
+    )
+    tun.add_argument("--methods", required=True, help="NAME[,NAME...] or a group")
+    tun.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2",
+        help="train key and its values, e.g. train.lr=0.003,0.006 (repeatable: every "
+        "combination is tried)",
+    )
+    tun.add_argument("--dataset", default="synthetic", help="dataset to tune on")
+    tun.add_argument("--data-root", type=Path, default=None, help="its folder")
+    tun.add_argument("--preset", default="quick", help=f"{', '.join(PRESETS)} or a YAML file")
+    tun.add_argument(
+        "--seeds", type=_seeds, default=None, help="seeds per grid point (default: the preset's)"
+    )
+    tun.add_argument(
+        "--out", type=Path, default=Path("results/tuning"), help="tuning runs and overlay.yaml"
+    )
+    tun.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset key for every candidate (repeatable)",
+    )
+    tun.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tun.set_defaults(func=cmd_tune)
 
     lst = sub.add_parser("list", help="registered methods and datasets")
     lst.add_argument("--json", action="store_true", help="one JSON object")
@@ -459,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--strict", action="store_true", help="exit 1 on any problem")
     chk.add_argument("--json", action="store_true", help="one JSON object")
     chk.set_defaults(func=cmd_data_check)
+    spl = dsub.add_parser("splits", help="built-in published splits with counts and sha256")
+    spl.add_argument("--json", action="store_true", help="one JSON object")
+    spl.set_defaults(func=cmd_data_splits)
     syn = dsub.add_parser("synth", help="write phantom cases in the BraTS 2024 layout")
     syn.add_argument("--out", type=Path, required=True, help="folder to write the cases to")
     syn.add_argument("--cases", type=int, default=10, help="number of cases")

@@ -282,7 +282,7 @@ def build_report(
             from mmbench.reporting.reference import compare_table
 
             for table in tables:
-                comp = compare_table(table)
+                comp = compare_table(table, runs=ddf)
                 if comp is None:
                     summary.notes.append(
                         f"{dataset} {table.metric}: no published numbers for this dataset/metric."
