@@ -67,6 +67,9 @@ def test_costs_table_has_the_columns_and_falls_back_to_params(report) -> None:
         assert costs.loc["alpha", key] == pytest.approx(value)
     assert costs.loc["beta", "params_inference"] == pytest.approx(2_000_000)
     assert math.isnan(costs.loc["beta", "gflops_forward"])
+    md = (tmp / "reports" / "tables" / "costs_toy.md").read_text(encoding="utf-8")
+    assert "| alpha | " in md and " 1200000 | 300000 | 2.5 | 0.4 | 3 | 900 |" in md
+    assert "| 2000000 | – | – |" in md  # beta: parameters only
     # the accuracy-vs-cost figure on the chosen column: only alpha has GFLOPs
     assert any(p.name == "cost_toy.png" for p in summary.figures)
 

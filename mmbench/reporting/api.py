@@ -170,11 +170,15 @@ def build_report(
         provenance.lines()[:1], tex_header=tex_header,
     )  # fmt: skip
 
-    def frame_out(frame: pd.DataFrame, stem: str, heading: str, notes: list[str]) -> None:
+    def frame_out(
+        frame: pd.DataFrame, stem: str, heading: str, notes: list[str], decimals: int = 2
+    ) -> None:
         summary.tables.extend(
-            write_frame(frame, tables_dir, stem, heading, formats, notes, tex_header=tex_header)
+            write_frame(
+                frame, tables_dir, stem, heading, formats, notes, decimals, tex_header=tex_header
+            )
         )
-        markdown.append(_md_frame(heading, frame, notes))
+        markdown.append(_md_frame(heading, frame, notes, decimals))
 
     for dataset in sorted(df["dataset"].unique()):
         ddf = df[df["dataset"] == dataset]
@@ -267,15 +271,16 @@ def build_report(
                 section.tables.append(at)
 
         costs = costs_frame(records, dataset, methods, families)
+        costs.attrs["decimals"] = -4
         cost_notes = [
             "From run.json costs (params_inference: parameters used at inference; "
             "params_training: parameters used only in training; gflops_forward: one forward pass "
             "at the preset's crop; seconds per training step and per test case; peak memory). "
-            "Mean over a method's runs; blank: not recorded (runs without costs show their "
-            "parameter counts only)."
+            "Mean over a method's runs, 4 significant digits; – : not recorded (runs without "
+            "costs show their parameter counts only)."
         ]
         h_cost = f"Costs on {dataset}"
-        frame_out(costs, f"costs_{dataset}", h_cost, cost_notes)
+        frame_out(costs, f"costs_{dataset}", h_cost, cost_notes, decimals=-4)
         section.frames.append((h_cost, costs, cost_notes))
 
         if compare_reference:
@@ -378,7 +383,7 @@ def _figures(
     return figs
 
 
-def _md_frame(heading: str, frame: pd.DataFrame, notes: Sequence[str]) -> str:
+def _md_frame(heading: str, frame: pd.DataFrame, notes: Sequence[str], decimals: int = 2) -> str:
     from mmbench.reporting.family import frame_to_markdown
 
-    return frame_to_markdown(frame, heading, notes)
+    return frame_to_markdown(frame, heading, notes, decimals)
