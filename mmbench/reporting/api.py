@@ -146,6 +146,10 @@ def build_report(
     _check_choice("units", units, UNIT_MODES)
     _check_choice("latex_layout", latex_layout, LATEX_LAYOUTS)
     _check_choice("cost_axis", cost_axis, COST_COLUMNS)
+    for fmt in formats:
+        _check_choice("format", fmt, ("md", "tex", "csv", "markdown", "latex"))
+    if n_boot < 1:
+        raise ReportError(f"n_boot must be a positive number of resamples; got {n_boot}")
     out_dir = Path(out_dir)
     tables_dir, fig_dir = out_dir / "tables", out_dir / "figures"
     summary = ReportSummary(out_dir=out_dir)
@@ -157,6 +161,7 @@ def build_report(
             summary.notes.append(str(w.message))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     df = results
+    _check_against_results(df, metrics, regions, baseline)
     families = method_families(df)
     records = read_runs(df)
     provenance = collect_provenance(df, records)
@@ -328,6 +333,32 @@ def build_report(
         summary.html = write_html(out_dir / "report.html", sections)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_against_results(
+    df: pd.DataFrame, metrics: Sequence[str], regions: Sequence[str], baseline: str | None
+) -> None:
+    """Refuse metrics, regions and a baseline the results do not have (a typo must not give an
+    empty report and exit status 0)."""
+    from mmbench.metrics import METRICS
+
+    have = set(df["metric"].unique())
+    for metric in metrics:
+        if metric not in METRICS and metric not in have:
+            raise ReportError(
+                f"unknown metric {metric!r}; valid: {', '.join(METRICS)} "
+                f"(in these results: {', '.join(sorted(have - {'ref_voxels'}))})"
+            )
+    in_rows = set(df["region"].unique())
+    listing = [r for r in REGIONS if r in in_rows] + sorted(in_rows - set(REGIONS))
+    for region in regions:
+        if region not in in_rows:
+            raise ReportError(
+                f"region {region!r} is not in the results; they have {', '.join(listing)}"
+            )
+    methods = sorted(df["method"].unique())
+    if baseline is not None and baseline not in methods:
+        raise ReportError(f"baseline {baseline!r} has no runs; methods: {', '.join(methods)}")
 
 
 def _figures(
