@@ -159,3 +159,22 @@ def test_reference_seed_ablation_and_cost_tables_compile(tmp_path) -> None:
     ):
         assert want in names
     compile_tex(tex, tmp_path / "build")
+
+
+def test_rows_layout_of_16_methods_prints_at_half_size_or_more() -> None:
+    """Fit: the shrink to the text width keeps the 16-method table readable (scale >= 0.5 in a
+    345 pt single-column article; a two-column paper's table* is wider)."""
+    _pdflatex()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from latex_width import TEXT_WIDTH_PT, natural_widths
+
+    df = fake_results(methods=MANY, n_cases=3)
+    table = build_table(df, "synthetic", "dice", n_boot=10, with_std=True)
+    widths = natural_widths(to_latex(table, layout="auto"))
+    assert len(widths) == 3  # auto chose one table per region
+    assert TEXT_WIDTH_PT / max(widths) >= 0.5
+    small = build_table(fake_results(methods=("a", "b", "c"), n_cases=3), "synthetic", "dice")
+    (width,) = natural_widths(to_latex(small, layout="auto"))
+    assert TEXT_WIDTH_PT / width >= 0.8  # 3 methods in the field's layout: nearly full size

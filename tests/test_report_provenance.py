@@ -67,6 +67,9 @@ def test_costs_table_has_the_columns_and_falls_back_to_params(report) -> None:
         assert costs.loc["alpha", key] == pytest.approx(value)
     assert costs.loc["beta", "params_inference"] == pytest.approx(2_000_000)
     assert math.isnan(costs.loc["beta", "gflops_forward"])
+    md = (tmp / "reports" / "tables" / "costs_toy.md").read_text(encoding="utf-8")
+    assert "| alpha | " in md and " 1200000 | 300000 | 2.5 | 0.4 | 3 | 900 |" in md
+    assert "| 2000000 | – | – |" in md  # beta: parameters only
     # the accuracy-vs-cost figure on the chosen column: only alpha has GFLOPs
     assert any(p.name == "cost_toy.png" for p in summary.figures)
 
@@ -185,3 +188,31 @@ def test_seed_spread_of_the_overall_average() -> None:
     ]
     assert seed_spread(df, "synthetic", "dice")["a"] == pytest.approx(np.std(per_seed, ddof=1))
     assert np.isnan(seed_spread(frames[0], "synthetic", "dice")["a"])
+
+
+def test_qualitative_title_names_background_and_clears_the_headers(tmp_path, monkeypatch) -> None:
+    from test_report_build import write_predictions, write_tiny_dataset
+
+    from mmbench.reporting import plots
+    from mmbench.reporting.qualitative import qualitative_figure
+
+    data = write_tiny_dataset(tmp_path / "data")
+    runs = []
+    for i, method in enumerate(("alpha", "beta")):
+        run = tmp_path / method
+        write_predictions(run / "predictions", shift=i)
+        runs.append({"method": method, "run_dir": str(run), "data_root": str(data)})
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: drawn.append(fig) or [])
+    qualitative_figure(runs, tmp_path / "figs", "brats2024")
+    (fig,) = drawn
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    title = fig._suptitle
+    assert "background: T1ce" in title.get_text()
+    title_box = title.get_window_extent(renderer)
+    top_axes = [ax for ax in fig.axes if ax.get_title()]
+    assert top_axes
+    for ax in top_axes:
+        header = ax.title.get_window_extent(renderer)
+        assert header.y1 < title_box.y0, (ax.get_title(), header, title_box)

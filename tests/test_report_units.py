@@ -153,3 +153,22 @@ def test_cli_evaluate_split_from_and_report_options(tmp_path, capsys) -> None:
     assert main(args) == 0
     tex = (tmp_path / "rep" / "tables" / "toy_dice.tex").read_text(encoding="utf-8")
     assert tex.count("\\begin{table}") == 3 and "\\textsuperscript{\\dag}" in tex
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"metrics": ("dice", "hd99")}, "unknown metric 'hd99'"),
+        ({"regions": ("WT", "XX")}, "region 'XX' is not in the results"),
+        ({"baseline": "nosuch"}, "baseline 'nosuch' has no runs"),
+        ({"units": "some"}, "units must be one of"),
+        ({"latex_layout": "wide"}, "latex_layout must be one of"),
+        ({"cost_axis": "watts"}, "cost_axis must be one of"),
+        ({"formats": ("md", "pdf")}, "format must be one of"),
+    ],
+)
+def test_report_options_refused_before_any_work(tmp_path, option, message) -> None:
+    write_run_folders(fake_results(methods=("a", "b"), n_cases=2), tmp_path / "results")
+    with pytest.raises(ReportError, match=message):
+        build_report(tmp_path / "results", tmp_path / "rep", html=False, **option)
+    assert not (tmp_path / "rep").exists()

@@ -146,6 +146,10 @@ def build_report(
     _check_choice("units", units, UNIT_MODES)
     _check_choice("latex_layout", latex_layout, LATEX_LAYOUTS)
     _check_choice("cost_axis", cost_axis, COST_COLUMNS)
+    for fmt in formats:
+        _check_choice("format", fmt, ("md", "tex", "csv", "markdown", "latex"))
+    if n_boot < 1:
+        raise ReportError(f"n_boot must be a positive number of resamples; got {n_boot}")
     out_dir = Path(out_dir)
     tables_dir, fig_dir = out_dir / "tables", out_dir / "figures"
     summary = ReportSummary(out_dir=out_dir)
@@ -157,6 +161,7 @@ def build_report(
             summary.notes.append(str(w.message))
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     df = results
+    _check_against_results(df, metrics, regions, baseline)
     families = method_families(df)
     records = read_runs(df)
     provenance = collect_provenance(df, records)
@@ -170,11 +175,15 @@ def build_report(
         provenance.lines()[:1], tex_header=tex_header,
     )  # fmt: skip
 
-    def frame_out(frame: pd.DataFrame, stem: str, heading: str, notes: list[str]) -> None:
+    def frame_out(
+        frame: pd.DataFrame, stem: str, heading: str, notes: list[str], decimals: int = 2
+    ) -> None:
         summary.tables.extend(
-            write_frame(frame, tables_dir, stem, heading, formats, notes, tex_header=tex_header)
+            write_frame(
+                frame, tables_dir, stem, heading, formats, notes, decimals, tex_header=tex_header
+            )
         )
-        markdown.append(_md_frame(heading, frame, notes))
+        markdown.append(_md_frame(heading, frame, notes, decimals))
 
     for dataset in sorted(df["dataset"].unique()):
         ddf = df[df["dataset"] == dataset]
@@ -267,15 +276,16 @@ def build_report(
                 section.tables.append(at)
 
         costs = costs_frame(records, dataset, methods, families)
+        costs.attrs["decimals"] = -4
         cost_notes = [
             "From run.json costs (params_inference: parameters used at inference; "
             "params_training: parameters used only in training; gflops_forward: one forward pass "
             "at the preset's crop; seconds per training step and per test case; peak memory). "
-            "Mean over a method's runs; blank: not recorded (runs without costs show their "
-            "parameter counts only)."
+            "Mean over a method's runs, 4 significant digits; – : not recorded (runs without "
+            "costs show their parameter counts only)."
         ]
         h_cost = f"Costs on {dataset}"
-        frame_out(costs, f"costs_{dataset}", h_cost, cost_notes)
+        frame_out(costs, f"costs_{dataset}", h_cost, cost_notes, decimals=-4)
         section.frames.append((h_cost, costs, cost_notes))
 
         if compare_reference:
@@ -323,6 +333,32 @@ def build_report(
         summary.html = write_html(out_dir / "report.html", sections)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_against_results(
+    df: pd.DataFrame, metrics: Sequence[str], regions: Sequence[str], baseline: str | None
+) -> None:
+    """Refuse metrics, regions and a baseline the results do not have (a typo must not give an
+    empty report and exit status 0)."""
+    from mmbench.metrics import METRICS
+
+    have = set(df["metric"].unique())
+    for metric in metrics:
+        if metric not in METRICS and metric not in have:
+            raise ReportError(
+                f"unknown metric {metric!r}; valid: {', '.join(METRICS)} "
+                f"(in these results: {', '.join(sorted(have - {'ref_voxels'}))})"
+            )
+    in_rows = set(df["region"].unique())
+    listing = [r for r in REGIONS if r in in_rows] + sorted(in_rows - set(REGIONS))
+    for region in regions:
+        if region not in in_rows:
+            raise ReportError(
+                f"region {region!r} is not in the results; they have {', '.join(listing)}"
+            )
+    methods = sorted(df["method"].unique())
+    if baseline is not None and baseline not in methods:
+        raise ReportError(f"baseline {baseline!r} has no runs; methods: {', '.join(methods)}")
 
 
 def _figures(
@@ -378,7 +414,7 @@ def _figures(
     return figs
 
 
-def _md_frame(heading: str, frame: pd.DataFrame, notes: Sequence[str]) -> str:
+def _md_frame(heading: str, frame: pd.DataFrame, notes: Sequence[str], decimals: int = 2) -> str:
     from mmbench.reporting.family import frame_to_markdown
 
-    return frame_to_markdown(frame, heading, notes)
+    return frame_to_markdown(frame, heading, notes, decimals)

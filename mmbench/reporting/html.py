@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +79,12 @@ def result_table_html(table: ResultTable) -> str:
 def frame_html(heading: str, frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """A plain DataFrame as an HTML table with a heading and notes."""
 
+    from mmbench.reporting.family import _fmt
+
+    decimals = int(frame.attrs.get("decimals", 2))  # the costs table asks for 4 significant digits
+
     def fmt(v: object) -> str:
-        if v is pd.NA:
-            return "–"
-        if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.2f}"
-        return html.escape(str(v))
+        return html.escape(_fmt(v, decimals))
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(

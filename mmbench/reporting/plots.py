@@ -164,9 +164,10 @@ def distributions(
     regions = [r for r in regions if r in set(cm.index.get_level_values("region"))]
     colours = _colours(len(methods))
     nm = len(methods)
-    fig = _new_figure(max(8.0, 0.08 * nm * len(subsets) + 2.0), 2.3 * len(regions) + 1.6)
-    _margins(fig, 0.8, 0.9, 0.2, 0.7, hspace=0.45)
-    axes = fig.subplots(len(regions), 1, squeeze=False)[:, 0]
+    # Full subset names (as in the tables) under the last panel only: the panels share the axis.
+    fig = _new_figure(max(8.0, 0.08 * nm * len(subsets) + 2.0), 2.0 * len(regions) + 2.0)
+    _margins(fig, 0.8, 1.35, 0.2, 0.6, hspace=0.15)
+    axes = fig.subplots(len(regions), 1, squeeze=False, sharex=True)[:, 0]
     groups = {key: block for key, block in cm.groupby(level=["region", "subset"])}
     half = 0.4
     for ax, region in zip(axes, regions):
@@ -198,16 +199,12 @@ def distributions(
                 ax.scatter(fx, fy, s=1.5, color=colours[j], alpha=0.6, linewidths=0)
         ax.autoscale_view()
         ax.set_xlim(-1, len(subsets) * (nm + 1) - 1)
-        ax.set_xticks(
-            [i * (nm + 1) + (nm - 1) / 2 for i in range(len(subsets))],
-            [_short(s) for s in subsets],
-            rotation=45,
-            ha="right",
-            fontsize=7,
-        )
+        ax.set_xticks([i * (nm + 1) + (nm - 1) / 2 for i in range(len(subsets))])
+        ax.tick_params(axis="x", labelbottom=ax is axes[-1])
         ax.set_ylabel(f"{region} {axis_label(metric)}", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", lw=0.3, alpha=0.5)
+    axes[-1].set_xticklabels([_short(s) for s in subsets], rotation=45, ha="right", fontsize=8)
     handles = [Patch(facecolor=c, label=m) for m, c in zip(methods, colours)]
     fig.legend(handles=handles, loc="upper center", ncols=min(nm, 6), fontsize=7, frameon=False)
     return save_figure(fig, out_dir / f"distribution_{dataset}_{metric}")

@@ -193,8 +193,9 @@ def _fmt(value: object) -> str:
 
 
 def provenance_frame(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per (dataset, method): preset, steps, batch, crop, lr, seeds, test cases scored,
-    run commits (short), with values joined by ``/`` where the runs differ."""
+    """One row per (dataset, method): preset, steps, batch, crop, lr, split (``run.json``
+    ``split_name``), seeds, test cases scored, run commits (short), with values joined by ``/``
+    where the runs differ."""
     by_key: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         by_key.setdefault((r.dataset, r.method), []).append(r)
@@ -218,6 +219,7 @@ def provenance_frame(df: pd.DataFrame, records: Sequence[RunRecord]) -> pd.DataF
                 "batch": joined([_fmt(_get(r.config, "train", "batch_size")) for r in runs]),
                 "crop": joined([_fmt(_get(r.config, "model", "patch_size")) for r in runs]),
                 "lr": joined([_fmt(_get(r.config, "train", "lr")) for r in runs]),
+                "split": joined([_fmt(r.info.get("split_name")) for r in runs]),
                 "seeds": ",".join(str(s) for s in sorted(block["seed"].unique())),
                 "cases": int(block["case"].nunique()),
                 "commit": joined([commit(r) for r in runs]),
@@ -243,7 +245,8 @@ class Provenance:
         for row in self.frame.itertuples(index=False):
             out.append(
                 f"{row.dataset} / {row.method}: preset {row.preset}, steps {row.steps}, "
-                f"batch {row.batch}, crop {row.crop}, lr {row.lr}, seeds {row.seeds}, "
+                f"batch {row.batch}, crop {row.crop}, lr {row.lr}, split {row.split}, "
+                f"seeds {row.seeds}, "
                 f"{row.cases} test cases, run commit {row.commit}"
             )
         return out

@@ -516,24 +516,34 @@ def _num(value: float, decimals: int) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{decimals}f}"
 
 
-def cell_text(table: ResultTable, row: str, region: str, method: str, style: str) -> str:
-    """Text of one cell in ``style`` ``"md"``, ``"tex"``, ``"html"`` or ``"plain"``."""
+def cell_text(
+    table: ResultTable, row: str, region: str, method: str, style: str, std: bool | None = None
+) -> str:
+    """Text of one cell in ``style`` ``"md"``, ``"tex"``, ``"html"`` or ``"plain"`` (``std``:
+    show the ± part, default the table's ``with_std``). In LaTeX the ± part sits under the
+    mean in small type, so that a column stays as wide as its numbers."""
     d = table.info.decimals
     v, s, best, sig = table.cell(row, region, method)
     text = _num(v, d)
+    show = table.with_std if std is None else std
+    show = show and not math.isnan(v) and not math.isnan(s)
     if style == "tex":
         text = text.replace("–", "--")
-    if table.with_std and not math.isnan(v) and not math.isnan(s):
-        pm = {"tex": r" $\pm$ ", "md": " ± ", "html": " ± "}.get(style, " ± ")
-        text += pm + _num(s, d)
+        text = rf"\textbf{{{text}}}" if best else text
+        text += r"$^{*}$" if sig else ""
+        if show:
+            text = (
+                rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\"
+                rf"{{\scriptsize$\pm${_num(s, d)}}}\end{{tabular}}"
+            )
+        return text
+    if show:
+        text += " ± " + _num(s, d)
     if style == "plain":
         return text
     if style == "md":
         text = f"**{text}**" if best else text
         return text + ("\\*" if sig else "")
-    if style == "tex":
-        text = rf"\textbf{{{text}}}" if best else text
-        return text + (r"$^{*}$" if sig else "")
     text = f"<b>{text}</b>" if best else text
     return text + ("<sup>*</sup>" if sig else "")
 
@@ -551,10 +561,13 @@ def modality_marks(row: str, style: str) -> list[str]:
 
 
 def ci_text(table: ResultTable, region: str, method: str, style: str = "md") -> str:
+    """The Avg.'s interval ``[lo, hi]``; in LaTeX stacked on two lines (as wide as a value)."""
     lo, hi = table.ci.get((region, method), (float("nan"), float("nan")))
     if math.isnan(lo):
         return "--" if style == "tex" else "–"
     d = table.info.decimals
+    if style == "tex":
+        return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}[{lo:.{d}f},\\ {hi:.{d}f}]\end{{tabular}}"
     return f"[{lo:.{d}f}, {hi:.{d}f}]"
 
 
@@ -589,7 +602,7 @@ LATEX_LAYOUTS: tuple[str, ...] = ("auto", "columns", "rows")
 ``rows``: one table per region with methods as rows and the subsets as columns, which stays
 readable with 15+ methods; ``auto``: ``columns`` up to :data:`AUTO_MAX_COLUMNS` method columns."""
 
-AUTO_MAX_COLUMNS = 12
+AUTO_MAX_COLUMNS = 9
 
 TEX_PREAMBLE = r"\usepackage{booktabs,graphicx}"
 """What a document needs to ``\\input`` the generated tables."""
@@ -610,7 +623,8 @@ def fit_to_width(body: list[str]) -> list[str]:
 
 def notes_tex(notes: Sequence[str]) -> str:
     """The notes as a small paragraph under a table."""
-    text = " ".join(tex_escape(n) for n in notes)
+    sentences = [n if n.rstrip().endswith((".", ":")) else n.rstrip() + "." for n in notes]
+    text = " ".join(tex_escape(n) for n in sentences)
     return rf"\par\smallskip{{\footnotesize\raggedright {text}\par}}"
 
 
@@ -651,9 +665,9 @@ def _latex_columns(table: ResultTable, label: str) -> str:
         start = nmod + i * nm + 1
         rules.append(f"\\cmidrule(lr){{{start}-{start + nm - 1}}}")
     body.append(" ".join(rules))
-    head = list(MODALITIES) + [
-        tex_escape(table.header(m)) for _ in table.regions for m in table.methods
-    ]
+    # Method names set vertically (graphicx's \rotatebox): each column is as wide as its numbers.
+    names = [rf"\rotatebox{{90}}{{{tex_escape(table.header(m))}}}" for m in table.methods]
+    head = [rf"\multicolumn{{1}}{{c}}{{{m}}}" for m in MODALITIES] + names * len(table.regions)
     body.append(" & ".join(head) + " \\\\")
     body.append("\\midrule")
     for row in table.rows:
@@ -671,6 +685,7 @@ def _latex_columns(table: ResultTable, label: str) -> str:
         f"% requires {TEX_PREAMBLE}",
         "\\begin{table}[t]",
         "\\centering",
+        "\\setlength{\\tabcolsep}{3pt}",
         f"\\caption{{{tex_escape(title(table))}}}",
         f"\\label{{{label}}}",
         *fit_to_width(body),
@@ -695,20 +710,25 @@ def _latex_rows(table: ResultTable, region: str, label: str) -> str:
         body.append(" & ".join([mod, *cells, *tail]) + " \\\\")
     body.append("\\midrule")
     for m in table.methods:
-        cells = [cell_text(table, s, region, m, "tex") for s in subsets]
+        # ± only on the Avg.: 15 columns of "mean ± std" would not fit any page
+        cells = [cell_text(table, s, region, m, "tex", std=False) for s in subsets]
         cells.append(cell_text(table, AVG, region, m, "tex"))
         cells.append(ci_text(table, region, m, "tex"))
         body.append(" & ".join([tex_escape(table.header(m)), *cells]) + " \\\\")
     body += ["\\bottomrule", "\\end{tabular}%"]
     assert all(line.count(" & ") == ncols for line in body if line.endswith("\\\\"))
+    notes = [n.replace("best per row and region", "best per subset (column)") for n in table.notes]
+    if table.with_std:
+        notes.append("In this layout ± is shown for the Avg. only (per subset: .md and .csv).")
     out = [
         f"% requires {TEX_PREAMBLE}",
         "\\begin{table}[t]",
         "\\centering",
+        "\\setlength{\\tabcolsep}{3pt}",
         f"\\caption{{{tex_escape(title(table))}, {tex_escape(region)}}}",
         f"\\label{{{label}}}",
         *fit_to_width(body),
-        notes_tex(table.notes),
+        notes_tex(notes),
         "\\end{table}",
     ]
     return "\n".join(out) + "\n"
