@@ -12,8 +12,7 @@ from torch import Tensor
 from mmbench.golden import GoldenFixture
 from mmbench.methods.base import MethodConfig, Strategy
 from mmbench.methods.official import OfficialPort, Reproduction, register_official
-from mmbench.methods.shaspec.network import ASPP_CHANNELS
-from mmbench.methods.shaspec.network import BLOCKS, SLOT_ORDER
+from mmbench.methods.shaspec.network import ASPP_CHANNELS, BLOCKS, SLOT_ORDER
 from mmbench.methods.shaspec.strategy import OFFICIAL_FROM_REGIONS, ShaSpec
 
 OFFICIAL_ENCODERS: dict[str, str] = {

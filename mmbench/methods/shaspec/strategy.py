@@ -36,6 +36,14 @@ PUBLISHED_MOMENTUM = 0.99
 PUBLISHED_POWER = 0.9
 PUBLISHED_WARMUP = 80_000
 PUBLISHED_TOTAL = 180_000
+SHARED_WARMUP = 0.05
+"""Full-modality share of the shared recipe: the least that keeps training finite. From
+initialisation (norm biases 0) a zero image's path is exactly zero, so every InstanceNorm on it
+multiplies the gradient by 1/sqrt(eps) ~ 316 and random subsets from the first step overflow
+to NaN; after a few full-modality steps the biases break the constancy and the gradients stay
+finite."""
+
+WARMUP_STAGE = "full-modality"
 
 REGIONS_FROM_OFFICIAL: tuple[int, ...] = (1, 2, 0)
 """mmbench (WT, TC, ET) = official logits channels (ET, WT, TC)[REGIONS_FROM_OFFICIAL]."""
@@ -54,23 +62,17 @@ def available_slots(available: Iterable[str]) -> list[int]:
     return [s for s, m in enumerate(SLOT_ORDER) if m in names]
 
 
-def published_lr_factor(step: int, total_steps: int) -> float:
-    """Factor of the published lr at mmbench step ``step`` (1-based) of ``total_steps``.
+def published_lr_factor(ctx: StepContext) -> float:
+    """Factor of the published lr at the loop's step ``ctx`` (steps 1-based).
 
-    The run's steps stand for the official 180,000 iterations: the first 80/180 (the
-    full-modality stage) follow ``(1 − i/W)^0.9`` over that stage's W steps, the rest
-    ``(1 − i/T)^0.9`` over the whole run's T steps (the official restart, ≈0.59 at the switch).
+    Officially a poly 0.9 over the 80,000 full-modality iterations, then the run restarts with a
+    poly over all 180,000 iterations from iteration 80,000 (≈0.59 at the switch). Here: during
+    the full-modality stage ``(1 − i/W)^0.9`` over its W steps, afterwards ``(1 − i/T)^0.9``
+    over the run's T steps (i = step − 1).
     """
-    warm = warmup_steps(total_steps)
-    i = step - 1
-    if step <= warm:
-        return (1.0 - i / warm) ** PUBLISHED_POWER
-    return max(0.0, 1.0 - i / max(1, total_steps)) ** PUBLISHED_POWER
-
-
-def warmup_steps(total_steps: int) -> int:
-    """Steps of the full-modality stage at ``total_steps``: 80/180 of the run, at least 1."""
-    return max(1, round(total_steps * PUBLISHED_WARMUP / PUBLISHED_TOTAL))
+    if ctx.stage == WARMUP_STAGE:
+        return (1.0 - (ctx.stage_step - 1) / max(1, ctx.stage_steps)) ** PUBLISHED_POWER
+    return max(0.0, 1.0 - (ctx.step - 1) / max(1, ctx.total_steps)) ** PUBLISHED_POWER
 
 
 @register(
@@ -105,7 +107,8 @@ class ShaSpec(Strategy):
     cropped; one modality subset per batch (the loop's) instead of one per iteration;
     ``predict`` skips the specific encoders of absent modalities (their features never reach
     the prediction). ``recipe="published"``: SGD (Nesterov 0.99) at 1e-2 without weight
-    decay, 80/180 of the steps on full modalities, the official poly restart.
+    decay, 80/180 of the steps on full modalities, the official poly restart. Both recipes start
+    with full-modality steps (option ``warmup``; shared 5 %): see :data:`SHARED_WARMUP`.
     """
 
     options: ClassVar[dict[str, Option]] = {
@@ -129,6 +132,13 @@ class ShaSpec(Strategy):
         "domain_weight": Option(
             DOMAIN_WEIGHT, "weight of the domain loss (official 0.02)", minimum=0.0
         ),
+        "warmup": Option(
+            -1.0,
+            "fraction of the steps trained on full modalities first; -1 = the recipe's "
+            "(shared 0.05, published 80/180 as officially)",
+            minimum=-1.0,
+            maximum=1.0,
+        ),
         "channel_scale": Option(
             0.0, "channel multiplier of the official counts; 0 = (model.width/16)**3", minimum=0.0
         ),
@@ -140,6 +150,12 @@ class ShaSpec(Strategy):
         self.donor = str(self._option("donor"))
         self.align_weight = float(self._option("align_weight"))
         self.domain_weight = float(self._option("domain_weight"))
+        warmup = float(self._option("warmup"))
+        if warmup < 0:
+            warmup = (
+                PUBLISHED_WARMUP / PUBLISHED_TOTAL if self.recipe == "published" else SHARED_WARMUP
+            )
+        self.warmup = warmup
         scale = float(self._option("channel_scale"))
         self.dims = (
             ShaSpecDims.from_scale(scale) if scale > 0 else ShaSpecDims.from_width(config.width)
@@ -201,15 +217,18 @@ class ShaSpec(Strategy):
 
     # ----------------------------------------------------------------------------- training
     def stages(self) -> list[Stage]:
-        if self.recipe == "published":
-            warm = PUBLISHED_WARMUP / PUBLISHED_TOTAL
-            return [
-                Stage(
-                    "full-modality", ("main",), fraction=warm, subset=FULL.name, select_on_val=False
-                ),
-                Stage("train", ("main",), fraction=1.0 - warm),
-            ]
-        return super().stages()
+        if self.warmup <= 0:
+            return super().stages()
+        return [
+            Stage(
+                WARMUP_STAGE,
+                ("main",),
+                fraction=self.warmup,
+                subset=FULL.name,
+                select_on_val=False,
+            ),
+            Stage("train", ("main",), fraction=1.0 - self.warmup),
+        ]
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         available = available_slots(batch["available"])
@@ -241,7 +260,7 @@ class ShaSpec(Strategy):
 
     def lr_factor(self, optimizer: str, ctx: StepContext) -> float | None:
         if self.recipe == "published":
-            return published_lr_factor(ctx.step, ctx.total_steps)
+            return published_lr_factor(ctx)
         return None
 
     # ----------------------------------------------------------------------------- inference
@@ -262,5 +281,4 @@ __all__ = [
     "available_slots",
     "published_lr_factor",
     "to_slots",
-    "warmup_steps",
 ]
