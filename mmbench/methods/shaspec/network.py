@@ -57,9 +57,14 @@ DECODER: tuple[int, ...] = (32, 64, 128, 256)  # decoder stage 0..3
 CLASSES = 3
 
 
+MIN_CHANNELS = 4
+"""Fewest channels of a scaled layer: a weight-standardised 1×1 convolution from one channel has
+one tap per filter, whose variance is undefined."""
+
+
 def scaled(channels: int, scale: float) -> int:
-    """``channels · scale`` rounded, at least 1."""
-    return max(1, int(round(channels * scale)))
+    """``channels · scale`` rounded, at least :data:`MIN_CHANNELS`."""
+    return max(MIN_CHANNELS, int(round(channels * scale)))
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ class ShaSpecDims:
     @classmethod
     def from_width(cls, width: int) -> ShaSpecDims:
         """The width rule: ``scale = (width / 16) ** 3`` (official at the paper preset's 16;
-        1/8 at ``quick``'s 8, 1/64 at ``smoke``'s 4)."""
+        1/8 at ``quick``'s 8, 1/64 at ``smoke``'s 4; every layer keeps at least
+        :data:`MIN_CHANNELS`)."""
         return cls.from_scale((width / OFFICIAL_WIDTH) ** 3)
 
     @property
