@@ -219,15 +219,17 @@ class ShaSpec(Strategy):
     def stages(self) -> list[Stage]:
         if self.warmup <= 0:
             return super().stages()
+        # at least one full-modality step, whatever the budget (see SHARED_WARMUP)
+        warm = min(1.0, max(self.warmup, 1.0 / max(1, self.config.total_steps)))
         return [
             Stage(
                 WARMUP_STAGE,
                 ("main",),
-                fraction=self.warmup,
+                fraction=warm,
                 subset=FULL.name,
                 select_on_val=False,
             ),
-            Stage("train", ("main",), fraction=1.0 - self.warmup),
+            Stage("train", ("main",), fraction=1.0 - warm),
         ]
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
