@@ -10,7 +10,7 @@ from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.shaspec.losses import bce_loss, dice_loss, shared_l1
 from mmbench.methods.shaspec.network import SLOT_ORDER, ShaSpecDims, padded_size
 from mmbench.methods.shaspec.strategy import (
-    SHARED_WARMUP,
+    WARMUP,
     WARMUP_STAGE,
     ShaSpec,
     available_slots,
@@ -162,7 +162,7 @@ def test_domain_loss_reaches_the_specific_encoders_of_missing_slots_too() -> Non
 def test_recipes_stages_and_schedule() -> None:
     shared = build().stages()
     assert [s.name for s in shared] == [WARMUP_STAGE, "train"]
-    assert shared[0].subset == FULL.name and shared[0].fraction == SHARED_WARMUP
+    assert shared[0].subset == FULL.name and shared[0].fraction == WARMUP == pytest.approx(80 / 180)
     published = build(recipe="published")
     stages = published.stages()
     assert stages[0].fraction == pytest.approx(80 / 180) and stages[0].subset == FULL.name
