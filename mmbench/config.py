@@ -243,9 +243,22 @@ class ModelSection:
     )
 
 
+DEFAULT_STEPS = 400
+"""``train.steps`` when neither ``train.steps`` nor ``train.epochs`` is given."""
+
+
 @dataclass
 class TrainSection:
-    steps: int = setting(400, integer(minimum=1), "gradient steps per run")
+    steps: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        f"gradient steps per run (or train.epochs; neither: {DEFAULT_STEPS})",
+    )
+    epochs: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        "passes over the training cases: steps = ceil(epochs x training cases / batch_size)",
+    )
     batch_size: int = setting(2, integer(minimum=1), "crops per step")
     lr: float = setting(0.006, number(minimum=0, exclusive_min=True), "initial learning rate")
     weight_decay: float = setting(1e-5, number(minimum=0), "Adam weight decay")
@@ -253,7 +266,11 @@ class TrainSection:
     grad_clip: float | None = setting(
         12.0, optional(number(minimum=0, exclusive_min=True)), "gradient norm clip"
     )
-    val_every: int = setting(200, integer(minimum=0), "steps between validations (0: at the end)")
+    val_every: int = setting(
+        200,
+        integer(minimum=0),
+        "steps between validations, epochs with train.epochs (0: at the end)",
+    )
     val_subsets: Any = setting(
         "all",
         either(
@@ -273,6 +290,17 @@ class TrainSection:
         None, optional(integer(minimum=1)), "torch CPU threads per run (null: default)", False
     )
     device: str = setting("auto", text(), "auto, cpu, cuda or cuda:N", False)
+
+    def __post_init__(self) -> None:
+        # The run length has one unit: steps, or epochs resolved against the split size
+        # (mmbench.benchmark.schedule).
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(
+                f"train.steps ({self.steps}) and train.epochs ({self.epochs}) are both set; give "
+                "one of them and set the other to null, e.g. --set train.steps=null"
+            )
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
 
 
 @dataclass
@@ -370,6 +398,10 @@ class Config:
         data["methods"] = {name: section_} if section_ else {}
         if override:
             data["methods"][name] = {**section_, METHOD_TRAIN_KEY: override}
+            # A method's run length in one unit replaces the invocation's in the other.
+            for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+                if override.get(unit) is not None and other not in override:
+                    data["train"][other] = None
             data["train"].update(override)
         return Config.from_dict(data)
 

@@ -24,6 +24,7 @@ from mmbench.benchmark.rundir import (
     RunDir,
 )
 from mmbench.benchmark.runtime import environment_info, pick_device
+from mmbench.benchmark.schedule import resolve_schedule, with_schedule
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
@@ -154,8 +155,10 @@ def run_one(
         log(f"{method} seed {seed}: already complete in {run.path}")
         return summarize(run, previous)
 
+    schedule = resolve_schedule(config.train, len(data.train))
+    config = with_schedule(config, schedule)
     strategy = build_strategy(method, config, seed)
-    info = run_info(method, data, config, seed, strategy)
+    info = {**run_info(method, data, config, seed, strategy), "schedule": schedule.as_dict()}
     timings = {
         "train_seconds": float(previous.get("train_seconds", 0.0)),
         "eval_seconds": float(previous.get("eval_seconds", 0.0)),
