@@ -216,8 +216,8 @@ class DatasetSection:
     )
     cache: str = setting(
         "memory",
-        choice("memory", "disk", "none"),
-        "where preprocessed cases are kept",
+        choice("memory", "disk", "mmap", "none"),
+        "where preprocessed cases are kept (mmap: training cases as float16 memory-mapped arrays)",
         results=False,
     )
     strict: bool = setting(False, boolean(), "stop on any invalid case instead of leaving it out")

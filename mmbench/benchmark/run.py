@@ -28,6 +28,7 @@ from mmbench.benchmark.schedule import resolve_schedule, with_schedule
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
+from mmbench.datasets.loader import make_training_stream
 from mmbench.datasets.prepare import PreparedData
 from mmbench.datasets.sampling import make_batch_source, make_fit_batches
 from mmbench.methods import create as create_method
@@ -182,6 +183,14 @@ def run_one(
         device=pick_device(config.train.device),
         progress=progress,
         log=log,
+        batch_stream=make_training_stream(
+            data.train,
+            config.model.patch_size,
+            config.train.intensity_jitter,
+            config.train.batch_size,
+            config.train.num_workers,
+            pin_memory=pick_device(config.train.device).type == "cuda",
+        ),
     )
     if status == STATUS_TRAINING:
         t0 = time.perf_counter()

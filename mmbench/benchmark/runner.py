@@ -102,7 +102,8 @@ def run_benchmark(
         progress=progress,
         cache_dir=out / ".cache" / dataset,
         # Parallel runs preprocess in their own processes; this one only splits.
-        cache="none" if n_jobs > 1 else None,
+        # (mmap arrays are written once here, in parallel, and shared by the runs).
+        cache="none" if n_jobs > 1 and config.dataset.cache != "mmap" else None,
     )
     if n_jobs == 1:
         return [run_one(m, data, config, s, out, progress, log) for m, s in units]

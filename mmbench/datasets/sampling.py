@@ -29,24 +29,39 @@ def collate(samples: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str,
 
 
 def make_batch_source(
-    items: Any, patch_size: Sequence[int], intensity_jitter: bool = False, name: str = "train"
+    items: Any,
+    patch_size: Sequence[int],
+    intensity_jitter: bool = False,
+    name: str = "train",
+    compact: bool = False,
 ) -> BatchSource:
     """Random crops of random training items (with flips and optional intensity jitter).
+
+    Items cached as arrays (:class:`~mmbench.datasets.arrays.ArrayCache`) are read crop by crop
+    from their memory maps; the random draws are the same as for items held whole (same
+    generator, same transforms' states), so both give the same batches up to the float16
+    rounding of the array cache.
 
     Args:
         items: an indexable dataset of preprocessed items (:class:`PreparedData.train`).
         patch_size: crop (D, H, W) in voxels.
         name: what the items are, for the error on an empty split.
+        compact: for an array cache, keep the stored dtypes (image float16, masks uint8: half
+            and a quarter of the bytes to move between processes and to the device); the
+            training loop converts them to float32 on the device. Other items are float32.
 
     Raises:
         RunError: ``items`` is empty.
     """
+    from mmbench.datasets.arrays import ArrayCache
     from mmbench.datasets.transforms import build_train_augment
 
     augment = build_train_augment(patch_size, intensity_jitter=intensity_jitter, keys=TARGET_KEYS)
     n = len(items)
     if n == 0:
         raise RunError(f"the {name} split is empty: nothing to train on")
+    if isinstance(items, ArrayCache):
+        return _array_source(items, augment, patch_size, compact)
 
     def draw(rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         samples = []
@@ -55,6 +70,59 @@ def make_batch_source(
             item = items[int(idx)]
             samples.append(augment({k: item[k] for k in TARGET_KEYS}))
         return collate(samples, TARGET_KEYS)
+
+    return draw
+
+
+def _array_source(
+    items: Any, augment: Any, patch_size: Sequence[int], compact: bool
+) -> BatchSource:
+    """:func:`make_batch_source` over an :class:`~mmbench.datasets.arrays.ArrayCache`.
+
+    The augmentation's transforms are used for their random states only, in their order:
+    the pad becomes a crop offset, the tumour crop draws its box from the stored foreground
+    voxels, the flips are folded into the copy; an intensity jitter is applied to the crop.
+    """
+    from mmbench.datasets.arrays import decode_targets, read_crop
+    from mmbench.datasets.transforms import RandTumourCropd
+
+    patch = np.asarray([int(p) for p in patch_size])
+    transforms = list(augment.transforms)
+    crop = next(t for t in transforms if isinstance(t, RandTumourCropd))
+    flips = [t for t in transforms if type(t).__name__ == "RandFlipd"]
+    jitter = transforms[transforms.index(flips[-1]) + 1 :]
+    n = len(items)
+
+    def one(case: Any) -> dict[str, Any]:
+        shape = np.asarray(case.shape)
+        pad_before = np.maximum(patch - shape, 0) // 2
+        start = crop.draw_start(np.maximum(shape, patch), case.foreground, offset=pad_before)
+        flipped = [False, False, False]
+        for t in flips:
+            t.randomize(None)
+            if t._do_transform:
+                for axis in np.atleast_1d(t.flipper.spatial_axis):
+                    flipped[int(axis)] = not flipped[int(axis)]
+        image, bits = read_crop(case, start, patch, pad_before, flipped)
+        regions, compartments = decode_targets(bits)
+        out: dict[str, Any] = {"image": torch.from_numpy(image)}
+        if jitter:
+            sample = {"image": out["image"].float()}
+            for t in jitter:
+                sample = t(sample)
+            out["image"] = torch.as_tensor(np.asarray(sample["image"]))
+        out["regions"] = torch.from_numpy(regions)
+        out["compartments"] = torch.from_numpy(compartments)
+        if not compact:
+            out = {k: v.float() for k, v in out.items()}
+        return out
+
+    def draw(rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        samples = []
+        for idx in rng.choice(n, size=batch_size, replace=n < batch_size):
+            augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
+            samples.append(one(items.case(int(idx))))
+        return {k: torch.stack([s[k] for s in samples]) for k in TARGET_KEYS}
 
     return draw
 
