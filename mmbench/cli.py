@@ -55,6 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.status import format_states, run_states
+
+    states = run_states(args.out)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+    else:
+        print(format_states(states))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from mmbench.datasets import get_dataset, list_datasets
     from mmbench.methods import METHOD_GROUPS, create, list_methods, method_group, method_info
@@ -318,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status", help="every run's state under a results folder (finished, running, failed)"
+    )
+    st.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    st.add_argument("--json", action="store_true", help="a JSON list")
+    st.set_defaults(func=cmd_status)
 
     lst = sub.add_parser("list", help="registered methods and datasets")
     lst.add_argument("--json", action="store_true", help="one JSON object")

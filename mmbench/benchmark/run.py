@@ -25,6 +25,7 @@ from mmbench.benchmark.rundir import (
 )
 from mmbench.benchmark.runtime import environment_info, pick_device
 from mmbench.benchmark.schedule import resolve_schedule, with_schedule
+from mmbench.benchmark.status import process_info
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
@@ -159,7 +160,11 @@ def run_one(
     schedule = resolve_schedule(config.train, len(data.train))
     config = with_schedule(config, schedule)
     strategy = build_strategy(method, config, seed)
-    info = {**run_info(method, data, config, seed, strategy), "schedule": schedule.as_dict()}
+    info = {
+        **run_info(method, data, config, seed, strategy),
+        "schedule": schedule.as_dict(),
+        **process_info(),
+    }
     timings = {
         "train_seconds": float(previous.get("train_seconds", 0.0)),
         "eval_seconds": float(previous.get("eval_seconds", 0.0)),

@@ -25,6 +25,7 @@ import torch
 from mmbench.benchmark.run import RunSummary, run_one
 from mmbench.benchmark.rundir import RunDir
 from mmbench.benchmark.runtime import available_cores, pick_device, resolve_jobs
+from mmbench.benchmark.status import recording_failure
 from mmbench.config import Config, apply_overrides, load_preset
 from mmbench.datasets.prepare import prepare_data
 from mmbench.errors import RunError
@@ -106,7 +107,7 @@ def run_benchmark(
         cache="none" if n_jobs > 1 and config.dataset.cache != "mmap" else None,
     )
     if n_jobs == 1:
-        return [run_one(m, data, config, s, out, progress, log) for m, s in units]
+        return [run_recorded(m, data, config, s, out, progress, log) for m, s in units]
     log(f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) each")
     task = {
         "dataset": dataset,
@@ -117,6 +118,22 @@ def run_benchmark(
         "threads": int(threads),
     }
     return run_parallel(units, task, n_jobs, log)
+
+
+def run_recorded(
+    method: str,
+    data: Any,
+    config: Config,
+    seed: int,
+    out: Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunSummary:
+    """:func:`run_one`, recording in ``run.json`` a failure or an interruption
+    (:mod:`mmbench.benchmark.status`)."""
+    run = RunDir.for_run(out, data.dataset, method, seed, config.split.fold)
+    with recording_failure(run):
+        return run_one(method, data, config, seed, out, progress, log)
 
 
 def run_parallel(
@@ -201,7 +218,7 @@ def _worker(method: str, seed: int, task: Mapping[str, Any], send: Any) -> None:
             progress=False,
             cache_dir=Path(task["out"]) / ".cache" / task["dataset"],
         )
-        summary = run_one(
+        summary = run_recorded(
             method,
             data,
             config,
@@ -229,4 +246,5 @@ __all__ = [
     "run_benchmark",
     "run_one",
     "run_parallel",
+    "run_recorded",
 ]
