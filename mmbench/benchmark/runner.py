@@ -13,10 +13,13 @@ checkpoint and evaluation from the last finished case, and skips finished runs.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import multiprocessing
+import os
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,13 @@ import torch
 
 from mmbench.benchmark.run import RunSummary, run_one
 from mmbench.benchmark.rundir import RunDir
-from mmbench.benchmark.runtime import available_cores, pick_device, resolve_jobs
+from mmbench.benchmark.runtime import (
+    available_cores,
+    pick_device,
+    plan_jobs,
+    resolve_jobs,
+    visible_gpus,
+)
 from mmbench.benchmark.status import recording_failure
 from mmbench.config import Config, apply_overrides, load_preset
 from mmbench.datasets.prepare import prepare_data
@@ -65,10 +74,11 @@ def run_benchmark(
 
     ``methods``: names and groups (:data:`mmbench.methods.METHOD_GROUPS`). ``jobs``: runs
     trained at once in separate processes (default: the config's ``jobs``, see
-    :func:`~mmbench.benchmark.runtime.resolve_jobs`); with more than one, each process gets
-    ``train.threads`` torch threads, by default the cores divided among the jobs, and progress
-    bars give way to one line per finished run. Summaries come back in the order of
-    ``methods`` × ``seeds`` either way.
+    :func:`~mmbench.benchmark.runtime.plan_jobs`: ``auto`` is one run per visible GPU, each
+    process pinned to its GPU, or one per core on a CPU); with more than one, each process gets
+    ``train.threads`` torch threads, by default the cores divided among the jobs, a share of the
+    data workers, and progress bars give way to one line per finished run. Summaries come back
+    in the order of ``methods`` × ``seeds`` either way.
 
     Raises:
         MMBenchError: unknown method or dataset, invalid configuration, missing data root, a
@@ -82,12 +92,16 @@ def run_benchmark(
     seeds = [int(s) for s in (seeds if seeds is not None else config.seeds)]
     units = [(name, seed) for seed in seeds for name in names]
     device = pick_device(config.train.device)
-    n_jobs = min(
-        resolve_jobs(jobs if jobs is not None else config.jobs, len(units), device), len(units)
+    plan = plan_jobs(
+        jobs if jobs is not None else config.jobs,
+        len(units),
+        device.type,
+        visible_gpus() if device.type == "cuda" else [],
+        available_cores(),
+        config.train.num_workers,
+        config.train.threads,
     )
-    threads = config.train.threads
-    if n_jobs > 1 and not threads:
-        threads = max(1, available_cores() // n_jobs)
+    n_jobs, threads = plan.jobs, plan.threads
     if threads:
         torch.set_num_threads(int(threads))
     out = Path(out)
@@ -108,16 +122,22 @@ def run_benchmark(
     )
     if n_jobs == 1:
         return [run_recorded(m, data, config, s, out, progress, log) for m, s in units]
-    log(f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) each")
+    pinned = [d for d in plan.devices if d is not None]
+    log(
+        f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) and "
+        f"{plan.workers} data worker(s) each"
+        + (f", one GPU each (CUDA_VISIBLE_DEVICES {', '.join(pinned)})" if pinned else "")
+    )
     task = {
         "dataset": dataset,
         "data_root": str(data.root),
         "split": data.split,
         "config": config,
         "out": str(out),
-        "threads": int(threads),
+        "threads": int(threads or 1),
+        "workers": plan.workers,
     }
-    return run_parallel(units, task, n_jobs, log)
+    return run_parallel(units, task, n_jobs, log, devices=plan.devices)
 
 
 def run_recorded(
@@ -141,8 +161,12 @@ def run_parallel(
     task: Mapping[str, Any],
     n_jobs: int,
     log: Callable[[str], None] = print,
+    devices: Sequence[str | None] | None = None,
 ) -> list[RunSummary]:
     """Run ``(method, seed)`` units in at most ``n_jobs`` spawned processes at a time.
+
+    ``devices[i]`` (when not ``None``) is the ``CUDA_VISIBLE_DEVICES`` of every process started
+    in slot ``i``: one run per GPU, each seeing only its own (as ``cuda:0``).
 
     Each process runs :func:`~mmbench.benchmark.run.run_one` (no progress bars) and sends back
     its summary or its error. The first error stops the other processes and is raised here with
@@ -155,10 +179,15 @@ def run_parallel(
     queue = list(units)
     running: dict[tuple[str, int], tuple[Any, Any]] = {}
     results: dict[tuple[str, int], RunSummary] = {}
+    slots = list(devices) if devices is not None else [None] * n_jobs
+    free = list(range(n_jobs))
+    slot_of: dict[tuple[str, int], int] = {}
     try:
         while queue or running:
             while queue and len(running) < n_jobs:
                 unit = queue.pop(0)
+                slot = free.pop(0)
+                slot_of[unit] = slot
                 log(
                     f"starting {unit[0]} seed {unit[1]} "
                     f"({len(units) - len(queue)}/{len(units)}; preparing data in its process)"
@@ -167,7 +196,8 @@ def run_parallel(
                 process = ctx.Process(
                     target=_worker, args=(unit[0], unit[1], task, send), name=f"mmbench-{unit[0]}"
                 )
-                process.start()
+                with _visible_devices(slots[slot] if slot < len(slots) else None):
+                    process.start()  # a spawned process takes the environment at its start
                 send.close()
                 running[unit] = (process, receive)
             for unit, (process, receive) in list(running.items()):
@@ -183,6 +213,7 @@ def run_parallel(
                         message = None
                 process.join()
                 del running[unit]
+                free.append(slot_of.pop(unit))
                 if message is None:
                     raise RunError(
                         f"{unit[0]} seed {unit[1]}: its process stopped with exit code "
@@ -204,11 +235,30 @@ def run_parallel(
     return [results[u] for u in units]
 
 
+@contextlib.contextmanager
+def _visible_devices(value: str | None) -> Iterator[None]:
+    """``CUDA_VISIBLE_DEVICES=value`` in this process for the body (nothing when ``None``)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
 def _worker(method: str, seed: int, task: Mapping[str, Any], send: Any) -> None:
     """Body of a :func:`run_parallel` process: one run, then ``(status, payload, traceback)``."""
     try:
         torch.set_num_threads(int(task["threads"]))
-        config = task["config"]
+        config = copy.deepcopy(task["config"])
+        if "workers" in task:
+            config.train.num_workers = int(task["workers"])
         data = prepare_data(
             task["dataset"],
             config,

@@ -150,6 +150,7 @@ def read_crop(
     size: Sequence[int],
     pad_before: Sequence[int] = (0, 0, 0),
     flips: Sequence[bool] = (False, False, False),
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copy one crop of a cached case, zero-padded and flipped, reading only its voxels.
 
@@ -158,27 +159,48 @@ def read_crop(
             before each axis and enough after it to hold the crop).
         size: crop (D, H, W).
         flips: reverse the crop along each spatial axis.
+        out: arrays to write into (image 4×D×H×W, targets D×H×W), e.g. a slot of a batch in
+            shared memory; by default new ones.
 
     Returns:
-        image float16 4×D×H×W and targets uint8 D×H×W (the bit field).
+        image (float16 unless ``out`` says otherwise) 4×D×H×W and targets uint8 D×H×W (the bit
+        field).
     """
+    size = tuple(int(v) for v in size)
     src, dst = [], []
     for a in range(3):
         lo = int(start[a]) - int(pad_before[a])
-        s0, s1 = max(lo, 0), min(lo + int(size[a]), case.shape[a])
+        s0, s1 = max(lo, 0), min(lo + size[a], case.shape[a])
         d0, d1 = s0 - lo, s0 - lo + max(0, s1 - s0)
         if flips[a]:
-            d0, d1 = int(size[a]) - d1, int(size[a]) - d0
+            d0, d1 = size[a] - d1, size[a] - d0
             src.append(slice(s1 - 1, s0 - 1 if s0 > 0 else None, -1))
         else:
             src.append(slice(s0, s1))
         dst.append(slice(d0, d1))
-    image = np.zeros((4, *size), dtype=np.float16)
-    targets = np.zeros(tuple(size), dtype=np.uint8)
+    if out is None:
+        out = (np.empty((4, *size), dtype=np.float16), np.empty(size, dtype=np.uint8))
+    image, targets = out
+    if any(d.start > 0 or d.stop < n for d, n in zip(dst, size)):
+        image[...] = 0
+        targets[...] = 0
     if all(d.stop > d.start for d in dst):
         image[(slice(None), *dst)] = case.image()[(slice(None), *src)]
         targets[tuple(dst)] = case.targets()[tuple(src)]
     return image, targets
+
+
+_LUTS = np.array(
+    [[(v >> b) & 1 for v in range(256)] for b in (*REGION_BITS, *COMPARTMENT_BITS)],
+    dtype=np.uint8,
+)
+
+
+def decode_targets_into(bits: np.ndarray, regions: np.ndarray, compartments: np.ndarray) -> None:
+    """:func:`decode_targets` written into ``regions`` and ``compartments`` (3×D×H×W each)."""
+    for c in range(3):
+        np.take(_LUTS[c], bits, out=regions[c])
+        np.take(_LUTS[3 + c], bits, out=compartments[c])
 
 
 # ----------------------------------------------------------------------------------- writing
@@ -285,6 +307,7 @@ __all__ = [
     "CaseArrays",
     "build_array_cache",
     "decode_targets",
+    "decode_targets_into",
     "encode_targets",
     "read_crop",
     "settings_key",

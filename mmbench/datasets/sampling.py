@@ -74,6 +74,16 @@ def make_batch_source(
     return draw
 
 
+def _batch_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory (as torch's collate
+    does), so handing the batch to the loop copies nothing."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(tuple(shape), dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    return torch.empty(0, dtype=dtype).new(storage).view(tuple(shape))
+
+
 def _array_source(
     items: Any, augment: Any, patch_size: Sequence[int], compact: bool
 ) -> BatchSource:
@@ -82,8 +92,9 @@ def _array_source(
     The augmentation's transforms are used for their random states only, in their order:
     the pad becomes a crop offset, the tumour crop draws its box from the stored foreground
     voxels, the flips are folded into the copy; an intensity jitter is applied to the crop.
+    Each crop is written straight into its slot of the batch.
     """
-    from mmbench.datasets.arrays import decode_targets, read_crop
+    from mmbench.datasets.arrays import decode_targets_into, read_crop
     from mmbench.datasets.transforms import RandTumourCropd
 
     patch = np.asarray([int(p) for p in patch_size])
@@ -93,7 +104,7 @@ def _array_source(
     jitter = transforms[transforms.index(flips[-1]) + 1 :]
     n = len(items)
 
-    def one(case: Any) -> dict[str, Any]:
+    def one(case: Any, image: np.ndarray, regions: np.ndarray, compartments: np.ndarray) -> None:
         shape = np.asarray(case.shape)
         pad_before = np.maximum(patch - shape, 0) // 2
         start = crop.draw_start(np.maximum(shape, patch), case.foreground, offset=pad_before)
@@ -103,26 +114,30 @@ def _array_source(
             if t._do_transform:
                 for axis in np.atleast_1d(t.flipper.spatial_axis):
                     flipped[int(axis)] = not flipped[int(axis)]
-        image, bits = read_crop(case, start, patch, pad_before, flipped)
-        regions, compartments = decode_targets(bits)
-        out: dict[str, Any] = {"image": torch.from_numpy(image)}
+        bits = np.empty(tuple(patch), dtype=np.uint8)
         if jitter:
-            sample = {"image": out["image"].float()}
+            crop16, bits = read_crop(case, start, patch, pad_before, flipped)
+            sample = {"image": torch.from_numpy(crop16.astype(np.float32))}
             for t in jitter:
                 sample = t(sample)
-            out["image"] = torch.as_tensor(np.asarray(sample["image"]))
-        out["regions"] = torch.from_numpy(regions)
-        out["compartments"] = torch.from_numpy(compartments)
-        if not compact:
-            out = {k: v.float() for k, v in out.items()}
-        return out
+            image[...] = np.asarray(sample["image"])
+        else:
+            read_crop(case, start, patch, pad_before, flipped, out=(image, bits))
+        decode_targets_into(bits, regions, compartments)
 
     def draw(rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        samples = []
-        for idx in rng.choice(n, size=batch_size, replace=n < batch_size):
+        idx = rng.choice(n, size=batch_size, replace=n < batch_size)
+        image_dtype = torch.float32 if jitter or not compact else torch.float16
+        mask_dtype = torch.uint8 if compact else torch.float32
+        image = _batch_tensor((batch_size, 4, *patch), image_dtype)
+        regions = _batch_tensor((batch_size, 3, *patch), torch.uint8)
+        compartments = _batch_tensor((batch_size, 3, *patch), torch.uint8)
+        for i, k in enumerate(idx):
             augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            samples.append(one(items.case(int(idx))))
-        return {k: torch.stack([s[k] for s in samples]) for k in TARGET_KEYS}
+            one(items.case(int(k)), image[i].numpy(), regions[i].numpy(), compartments[i].numpy())
+        if mask_dtype != torch.uint8:
+            regions, compartments = regions.to(mask_dtype), compartments.to(mask_dtype)
+        return {"image": image, "regions": regions, "compartments": compartments}
 
     return draw
 
