@@ -48,7 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=args.set,
         progress=not args.no_progress,
         jobs=args.jobs,
+        executor=args.executor,
+        wait=not args.no_wait,
     )
+    if args.no_wait:
+        return 0
     print()
     print(summary_table(summaries))
     print(f"results in {Path(args.out).resolve()}; next: mmbench report --runs {args.out}")
@@ -326,6 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         default=None,
         help="runs trained at once, in separate processes: N or auto (default: the preset's)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default=None,
+        help="where runs execute: this machine, or one Slurm job per run through submitit "
+        "(resources from executor.slurm.*; default: executor.name)",
+    )
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --executor slurm: submit, print the job ids and return",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)

@@ -343,6 +343,57 @@ class EvalSection:
     )
 
 
+def sbatch_options() -> Check:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        ok = isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+        )
+        if not ok:
+            raise _fail(key, "a mapping {sbatch option: value}, e.g. {constraint: a100}", value)
+        return dict(value)
+
+    return check
+
+
+@dataclass
+class SlurmSection:
+    cluster: str = setting(
+        "slurm",
+        choice("slurm", "local", "debug"),
+        "submitit cluster: slurm, or local/debug to run the jobs on this machine",
+        False,
+    )
+    partition: str | None = setting(None, optional(text()), "Slurm partition", False)
+    gpus_per_job: int = setting(1, integer(minimum=0), "GPUs per job (one run)", False)
+    cpus_per_task: int = setting(8, integer(minimum=1), "CPU cores per job", False)
+    mem_gb: float = setting(64, number(minimum=0, exclusive_min=True), "memory per job, GB", False)
+    timeout_min: int = setting(
+        1440, integer(minimum=1), "time limit per job, minutes (then requeued)", False
+    )
+    account: str | None = setting(None, optional(text()), "Slurm account", False)
+    qos: str | None = setting(None, optional(text()), "Slurm QOS", False)
+    extra: dict[str, Any] = setting(
+        {}, sbatch_options(), "more #SBATCH options, e.g. {constraint: a100}", False
+    )
+    setup: list[str] = setting(
+        [], list_of(text()), "shell lines run before each job (module load ...)", False
+    )
+    max_requeue: int = setting(
+        3, integer(minimum=0), "requeues of a preempted or timed-out job", False
+    )
+    array_parallelism: int = setting(
+        256, integer(minimum=1), "jobs of the array running at once", False
+    )
+
+
+@dataclass
+class ExecutorSection:
+    name: str = setting("local", choice("local", "slurm"), "where runs execute (--executor)", False)
+    slurm: SlurmSection = section(SlurmSection, "Slurm jobs through submitit", results=False)
+
+
 @dataclass
 class Config:
     """A validated configuration; see the module docstring. Build it with :func:`load_config`
@@ -356,6 +407,9 @@ class Config:
     model: ModelSection = section(ModelSection, "network size and crop")
     train: TrainSection = section(TrainSection, "the training loop")
     eval: EvalSection = section(EvalSection, "evaluation")
+    executor: ExecutorSection = section(
+        ExecutorSection, "where runs execute (local or Slurm)", results=False
+    )
     methods: dict[str, dict[str, Any]] = setting({}, lambda k, v: _methods(k, v), "per method")
 
     # ------------------------------------------------------------------------------ build
@@ -603,7 +657,9 @@ __all__ = [
     "Config",
     "DatasetSection",
     "EvalSection",
+    "ExecutorSection",
     "ModelSection",
+    "SlurmSection",
     "SplitSection",
     "SyntheticSection",
     "TrainSection",

@@ -37,7 +37,7 @@ from mmbench.benchmark.runtime import (
 from mmbench.benchmark.status import recording_failure
 from mmbench.config import Config, apply_overrides, load_preset
 from mmbench.datasets.prepare import prepare_data
-from mmbench.errors import RunError
+from mmbench.errors import ConfigError, RunError
 from mmbench.methods import method_options, resolve_methods
 
 
@@ -69,6 +69,8 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = print,
     jobs: int | str | None = None,
+    executor: str | None = None,
+    wait: bool = True,
 ) -> list[RunSummary]:
     """Train and evaluate each method (× seed) in its own run folder; see the module docstring.
 
@@ -79,6 +81,10 @@ def run_benchmark(
     ``train.threads`` torch threads, by default the cores divided among the jobs, a share of the
     data workers, and progress bars give way to one line per finished run. Summaries come back
     in the order of ``methods`` × ``seeds`` either way.
+
+    ``executor``: ``local`` (this machine) or ``slurm`` (one job per run through submitit,
+    :mod:`mmbench.benchmark.slurm`; default: ``executor.name``). With Slurm and ``wait=False``
+    the jobs are submitted and their ids logged; the runs finished before come back.
 
     Raises:
         MMBenchError: unknown method or dataset, invalid configuration, missing data root, a
@@ -118,8 +124,18 @@ def run_benchmark(
         cache_dir=out / ".cache" / dataset,
         # Parallel runs preprocess in their own processes; this one only splits.
         # (mmap arrays are written once here, in parallel, and shared by the runs).
-        cache="none" if n_jobs > 1 and config.dataset.cache != "mmap" else None,
+        cache="none"
+        if (n_jobs > 1 or (executor or config.executor.name) == "slurm")
+        and config.dataset.cache != "mmap"
+        else None,
     )
+    executor = executor or config.executor.name
+    if executor == "slurm":
+        from mmbench.benchmark.slurm import submit_runs
+
+        return submit_runs(units, data, config, out, wait=wait, log=log)
+    if executor != "local":
+        raise ConfigError(f"--executor takes local or slurm, got {executor!r}")
     if n_jobs == 1:
         return [run_recorded(m, data, config, s, out, progress, log) for m, s in units]
     pinned = [d for d in plan.devices if d is not None]
@@ -252,32 +268,38 @@ def _visible_devices(value: str | None) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
+def run_task(method: str, seed: int, task: Mapping[str, Any]) -> RunSummary:
+    """One run in a process of its own (a :func:`run_parallel` worker or a Slurm job):
+    ``task`` holds the invocation's dataset, data root, split, configuration, results folder,
+    torch threads and data workers."""
+    torch.set_num_threads(int(task["threads"]))
+    config = copy.deepcopy(task["config"])
+    if "workers" in task:
+        config.train.num_workers = int(task["workers"])
+    data = prepare_data(
+        task["dataset"],
+        config,
+        task["data_root"],
+        split=task["split"],
+        log=lambda _: None,
+        progress=False,
+        cache_dir=Path(task["out"]) / ".cache" / task["dataset"],
+    )
+    return run_recorded(
+        method,
+        data,
+        config,
+        seed,
+        Path(task["out"]),
+        progress=False,
+        log=lambda message: print(message, flush=True),
+    )
+
+
 def _worker(method: str, seed: int, task: Mapping[str, Any], send: Any) -> None:
     """Body of a :func:`run_parallel` process: one run, then ``(status, payload, traceback)``."""
     try:
-        torch.set_num_threads(int(task["threads"]))
-        config = copy.deepcopy(task["config"])
-        if "workers" in task:
-            config.train.num_workers = int(task["workers"])
-        data = prepare_data(
-            task["dataset"],
-            config,
-            task["data_root"],
-            split=task["split"],
-            log=lambda _: None,
-            progress=False,
-            cache_dir=Path(task["out"]) / ".cache" / task["dataset"],
-        )
-        summary = run_recorded(
-            method,
-            data,
-            config,
-            seed,
-            Path(task["out"]),
-            progress=False,
-            log=lambda message: print(message, flush=True),
-        )
-        send.send(("ok", summary, ""))
+        send.send(("ok", run_task(method, seed, task), ""))
     except BaseException as exc:  # reported to the parent, which decides what to raise
         trace = traceback.format_exc()
         try:
@@ -297,4 +319,5 @@ __all__ = [
     "run_one",
     "run_parallel",
     "run_recorded",
+    "run_task",
 ]
