@@ -66,3 +66,16 @@ def test_slurm_parameters_reach_sbatch(tmp_path: Path, monkeypatch: pytest.Monke
         "module load cuda",
     ):
         assert line in text, line
+
+
+def test_no_wait_submits_and_the_runs_show_as_queued(tmp_path: Path, capsys) -> None:
+    from mmbench.cli import main
+
+    args = ["run", "--methods", "zerofill", "--preset", "smoke", "--out", str(tmp_path)]
+    args += ["--executor", "slurm", "--no-wait", "--no-progress"]
+    args += ["--set", "executor.slurm.cluster=debug"]  # submitted, never started
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted zerofill seed 0 fold 0: job" in out
+    (state,) = run_states(tmp_path)
+    assert state.state == "queued" and "slurm job" in state.detail
