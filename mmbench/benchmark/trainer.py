@@ -123,8 +123,9 @@ class TrainerState:
 
 BatchSource = Callable[[np.random.Generator, int], dict[str, torch.Tensor]]
 """``(rng, batch_size) → {"image": N×4×…, "regions": N×3×…, "compartments": N×3×…}``, full
-modalities; the loop applies the subset. Tensors may be float16/uint8 (converted to float32 on
-the device)."""
+modalities; the loop applies the subset. A compact batch has a float16 image and, instead of the
+masks, ``targets``: the uint8 N×D×H×W bit field of :mod:`mmbench.datasets.arrays`; both are
+converted on the device."""
 
 BatchStream = Callable[[Iterable[tuple[int, dict[str, Any]]]], Iterator[tuple[int, dict]]]
 """``keys → (step, batch)`` for keys ``(step, generator state at the batch draw)``, in order
@@ -314,6 +315,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- loop
     def _make_batch(self, raw: dict[str, torch.Tensor], subset: Subset) -> dict[str, Any]:
+        if "targets" in raw:  # a compact batch: the masks as one bit field, decoded here
+            from mmbench.datasets.arrays import decode_targets_tensor
+
+            bits = raw["targets"].to(self.device, non_blocking=True)
+            raw = {**raw, **decode_targets_tensor(bits)}
         full = raw["image"].to(self.device, non_blocking=True).float()
         return {
             "image": zero_absent(full, subset),

@@ -181,13 +181,28 @@ def read_crop(
     if out is None:
         out = (np.empty((4, *size), dtype=np.float16), np.empty(size, dtype=np.uint8))
     image, targets = out
-    if any(d.start > 0 or d.stop < n for d, n in zip(dst, size)):
+    if not all(d.stop > d.start for d in dst):  # the crop misses the volume
         image[...] = 0
         targets[...] = 0
-    if all(d.stop > d.start for d in dst):
-        image[(slice(None), *dst)] = case.image()[(slice(None), *src)]
-        targets[tuple(dst)] = case.targets()[tuple(src)]
+        return image, targets
+    for a, (d, n) in enumerate(zip(dst, size)):  # zero only the padding around the copy
+        for margin in (slice(0, d.start), slice(d.stop, n)):
+            if margin.stop > margin.start:
+                index = [slice(None)] * 3
+                index[a] = margin
+                image[(slice(None), *index)] = 0
+                targets[tuple(index)] = 0
+    image[(slice(None), *dst)] = case.image()[(slice(None), *src)]
+    targets[tuple(dst)] = case.targets()[tuple(src)]
     return image, targets
+
+
+def decode_targets_tensor(bits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"regions", "compartments"}`` (float32 N×3×D×H×W) from a uint8 N×D×H×W bit field, on
+    the bit field's device: the training loop decodes compact batches where they will be used."""
+    shifts = torch.tensor(REGION_BITS + COMPARTMENT_BITS, dtype=torch.uint8, device=bits.device)
+    planes = (bits.unsqueeze(1) >> shifts.view(1, 6, 1, 1, 1)) & 1
+    return {"regions": planes[:, :3].float(), "compartments": planes[:, 3:].float()}
 
 
 def decode_targets_into(bits: np.ndarray, regions: np.ndarray, compartments: np.ndarray) -> None:
@@ -304,6 +319,7 @@ __all__ = [
     "build_array_cache",
     "decode_targets",
     "decode_targets_into",
+    "decode_targets_tensor",
     "encode_targets",
     "read_crop",
     "settings_key",
