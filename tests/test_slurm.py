@@ -79,3 +79,30 @@ def test_no_wait_submits_and_the_runs_show_as_queued(tmp_path: Path, capsys) -> 
     assert "submitted zerofill seed 0 fold 0: job" in out
     (state,) = run_states(tmp_path)
     assert state.state == "queued" and "slurm job" in state.detail
+
+
+def test_a_rerun_does_not_resubmit_a_run_whose_job_is_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import submitit
+
+    from mmbench.benchmark import slurm
+    from mmbench.benchmark.rundir import RunDir
+
+    class Job:
+        def __init__(self, folder, job_id):
+            self.state = {"41_0": "RUNNING", "41_1": "TIMEOUT"}[job_id]
+
+    monkeypatch.setattr(submitit, "SlurmJob", Job)
+    config = load_config("smoke")
+    alive = RunDir(tmp_path / "a")
+    alive.path.mkdir()
+    alive.write_info({"status": "training", "slurm_job_id": "41_0"})
+    gone = RunDir(tmp_path / "b")
+    gone.path.mkdir()
+    gone.write_info({"status": "training", "slurm_job_id": "41_1"})
+    settings = config.executor.slurm
+    assert slurm._active_job(alive, settings, tmp_path) == "41_0"
+    assert slurm._active_job(gone, settings, tmp_path) is None
+    settings.cluster = "local"
+    assert slurm._active_job(alive, settings, tmp_path) is None

@@ -115,6 +115,37 @@ def _link_logs(run: RunDir, job: Any) -> None:
         os.symlink(Path(target).resolve(), link)
 
 
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "CONFIGURING",
+        "COMPLETING",
+        "SUSPENDED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+    }
+)
+"""Slurm job states in which a run's job is still alive (rerunning the command skips it)."""
+
+
+def _active_job(run: RunDir, settings: SlurmSection, folder: Path) -> str | None:
+    """The Slurm job id of ``run`` if that job is still queued or running, else ``None``."""
+    info = run.read_info()
+    job = info.get("slurm_job_id")
+    if not job or settings.cluster != "slurm" or info.get("status") == STATUS_COMPLETE:
+        return None
+    try:
+        state = submitit.SlurmJob(folder=folder / "%j", job_id=str(job)).state
+    except Exception:  # sacct unavailable: resubmit rather than wait forever
+        return None
+    return str(job) if str(state).split()[0] in ACTIVE_STATES else None
+
+
 def submit_runs(
     units: Sequence[tuple[str, int]],
     data: Any,
@@ -138,6 +169,11 @@ def submit_runs(
     for u in units:
         if u not in todo:
             log(f"{u[0]} seed {u[1]}: already complete in {runs[u].path}")
+    active = {u: _active_job(runs[u], config.executor.slurm, out / ".slurm") for u in todo}
+    for u, job in active.items():
+        if job:
+            log(f"{u[0]} seed {u[1]}: job {job} is still queued or running; not submitted again")
+    todo = [u for u in todo if not active[u]]
     jobs: dict[tuple[str, int], Any] = {}
     if todo:
         executor = make_executor(config.executor.slurm, out / ".slurm")
