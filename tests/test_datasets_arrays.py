@@ -111,3 +111,37 @@ def test_prepare_data_with_mmap_cache(tmp_path: Path) -> None:
     data = prepare_data("synthetic", config, cache_dir=tmp_path, progress=False, log=lambda s: None)
     assert isinstance(data.train, ArrayCache) and len(data.train) == len(data.split.train)
     assert data.test_item(data.split.test[0])["image"].dtype == torch.float32
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status")
+
+
+def test_memory_does_not_grow_with_the_number_of_cases(tmp_path: Path) -> None:
+    # 600 cases of 4×40³ float16 (0.5 MB each, 300 MB in all): drawing a batch from every
+    # case must leave resident memory about where it was, since no case stays mapped.
+    import json
+
+    from mmbench.datasets.arrays import CaseArrays
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((4, 40, 40, 40)).astype(np.float16)
+    targets = (rng.random((40, 40, 40)) > 0.9).astype(np.uint8) * 7
+    cases = []
+    for i in range(600):
+        folder = tmp_path / f"c{i}"
+        folder.mkdir()
+        np.save(folder / "image.npy", image)
+        np.save(folder / "targets.npy", targets)
+        np.save(folder / "foreground.npy", np.argwhere(targets & 1).astype(np.int16))
+        (folder / "meta.json").write_text(json.dumps({"shape": [40, 40, 40]}))
+        cases.append(CaseArrays(f"c{i}", folder, (40, 40, 40)))
+    source = make_batch_source(ArrayCache(cases), (32, 32, 32), compact=True)
+    source(np.random.default_rng(0), 4)
+    before = _rss_mb()
+    for step in range(300):
+        source(np.random.default_rng([1, step]), 4)  # 1,200 crops: every case about twice
+    assert _rss_mb() - before < 60

@@ -140,8 +140,8 @@ def run_benchmark(
         return [run_recorded(m, data, config, s, out, progress, log) for m, s in units]
     pinned = [d for d in plan.devices if d is not None]
     log(
-        f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) and "
-        f"{plan.workers} data worker(s) each"
+        f"running {len(units)} runs, {n_jobs} at a time, {threads} torch thread(s) each"
+        + (f", {plan.workers} data worker(s) each" if plan.workers else "")
         + (f", one GPU each (CUDA_VISIBLE_DEVICES {', '.join(pinned)})" if pinned else "")
     )
     task = {
