@@ -30,7 +30,7 @@ from mmbench.errors import ConfigError
 from mmbench.metrics import DEFAULT_MAX_DISTANCE, EMPTY_POLICIES, HD95_MODES, VALID_METRICS
 from mmbench.subsets import Subset, as_subset
 
-PRESETS: tuple[str, ...] = ("smoke", "quick", "paper")
+PRESETS: tuple[str, ...] = ("smoke", "quick", "paper", "brats2018-rfnet")
 METHOD_TRAIN_KEY = "train"
 """Key of a ``methods.<name>`` section whose mapping overrides ``train`` keys for that method."""
 
@@ -643,6 +643,64 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | None) ->
     return out
 
 
+# ----------------------------------------------------------------------------------- overlays
+OVERLAY_CONFIG_KEY = "config"
+"""Key of an overlay file whose mapping is merged into the preset (see :func:`load_overlay`)."""
+
+
+def load_overlay(path: str | Path) -> dict[str, Any]:
+    """The configuration part of a tuning overlay (``mmbench tune`` writes them).
+
+    An overlay is YAML with the tuning evidence (grid, val scores, choice) and a ``config``
+    mapping; only ``config`` is applied, and it may hold only ``methods.<name>.train`` keys: an
+    overlay changes what tuning chose for a method, never the shared recipe.
+
+    Raises:
+        ConfigError: missing or unreadable file, or a key outside ``methods.<name>.train``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--overlay {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--overlay {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get(OVERLAY_CONFIG_KEY), Mapping):
+        raise ConfigError(
+            f"--overlay {path}: expected a mapping with a {OVERLAY_CONFIG_KEY!r} section "
+            "(as written by mmbench tune)"
+        )
+    config = dict(data[OVERLAY_CONFIG_KEY])
+    extra = [k for k in config if k != "methods"]
+    methods = config.get("methods") or {}
+    if extra or not isinstance(methods, Mapping):
+        raise ConfigError(
+            f"--overlay {path}: its config may hold only methods.<name>.train keys; "
+            f"got {', '.join(map(str, extra)) or 'methods: ' + repr(methods)}"
+        )
+    for name, section_ in methods.items():
+        keys = list(section_) if isinstance(section_, Mapping) else [section_]
+        if keys != [METHOD_TRAIN_KEY]:
+            raise ConfigError(
+                f"--overlay {path}: methods.{name} may hold only a {METHOD_TRAIN_KEY!r} mapping; "
+                f"got {section_!r}"
+            )
+    return {"methods": copy.deepcopy(dict(methods))}
+
+
+def apply_overlay(data: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the nested dict ``data`` with an overlay's ``methods.<name>.train`` merged in
+    (key by key: a method's other options stay)."""
+    out = copy.deepcopy(dict(data))
+    methods = out.get("methods") or {}
+    for name, section_ in (overlay.get("methods") or {}).items():
+        current = dict(methods.get(name) or {})
+        train = {**(current.get(METHOD_TRAIN_KEY) or {}), **section_[METHOD_TRAIN_KEY]}
+        methods[name] = {**current, METHOD_TRAIN_KEY: train}
+    out["methods"] = methods
+    return out
+
+
 def load_config(preset: str | Path = "quick", overrides: Sequence[str] | None = None) -> Config:
     """A preset (name or YAML path) with ``--set`` overrides, validated.
 
@@ -663,11 +721,13 @@ __all__ = [
     "SplitSection",
     "SyntheticSection",
     "TrainSection",
+    "apply_overlay",
     "apply_overrides",
     "build_section",
     "config_keys",
     "describe_keys",
     "load_config",
+    "load_overlay",
     "load_preset",
     "non_result_keys",
 ]

@@ -34,7 +34,7 @@ def make_batch(subset: Subset, n: int = 2, seed: int = 0) -> dict:
 
 def build(**options) -> MMGAN:
     torch.manual_seed(0)
-    return MMGAN(MethodConfig(width=4, patch_size=PATCH, options={"depth": 2, **options}))
+    return MMGAN(MethodConfig(width=4, patch_size=PATCH, depth=2, options=options))
 
 
 def ctx(stage: str, subset: Subset = FULL) -> StepContext:

@@ -14,7 +14,7 @@ PATCH = (16, 16, 16)
 def build(seed: int = 0, **options) -> RetrievalKNN:
     torch.manual_seed(seed)
     return RetrievalKNN(
-        MethodConfig(width=4, patch_size=PATCH, options={"depth": 2, "bank_size": 64, **options})
+        MethodConfig(width=4, patch_size=PATCH, depth=2, options={"bank_size": 64, **options})
     )
 
 

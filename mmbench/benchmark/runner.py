@@ -35,23 +35,32 @@ from mmbench.benchmark.runtime import (
     visible_gpus,
 )
 from mmbench.benchmark.status import recording_failure
-from mmbench.config import Config, apply_overrides, load_preset
+from mmbench.config import Config, apply_overlay, apply_overrides, load_overlay, load_preset
 from mmbench.datasets.prepare import prepare_data
+from mmbench.datasets.splits import check_split_file
 from mmbench.errors import ConfigError, RunError
 from mmbench.methods import method_options, resolve_methods
 
 
 def resolve_config(
-    preset: str | Path, overrides: Sequence[str] | None, methods: Sequence[str]
+    preset: str | Path,
+    overrides: Sequence[str] | None,
+    methods: Sequence[str],
+    overlay: str | Path | None = None,
 ) -> Config:
-    """The validated configuration of an invocation: the preset with its overrides, every
-    method section checked against that method's declared options (and its ``train``
-    overrides), before any data work.
+    """The validated configuration of an invocation: the preset, then a tuning overlay's
+    ``methods.<name>.train`` choices (:func:`~mmbench.config.load_overlay`), then the
+    overrides; every method section checked against that method's declared options (and its
+    ``train`` overrides), before any data work.
 
     Raises:
         ConfigError: a bad key or value anywhere (the message names it and what is allowed).
     """
-    config = Config.from_dict(apply_overrides(load_preset(preset), overrides))
+    data = load_preset(preset)
+    if overlay is not None:
+        data = apply_overlay(data, load_overlay(overlay))
+    config = Config.from_dict(apply_overrides(data, overrides))
+    check_split_file(config.split.file)
     for name in methods:
         method_options(name, config.method_options(name))
         config.for_method(name)
@@ -69,12 +78,14 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = print,
     jobs: int | str | None = None,
+    overlay: str | Path | None = None,
     executor: str | None = None,
     wait: bool = True,
 ) -> list[RunSummary]:
     """Train and evaluate each method (× seed) in its own run folder; see the module docstring.
 
-    ``methods``: names and groups (:data:`mmbench.methods.METHOD_GROUPS`). ``jobs``: runs
+    ``methods``: names and groups (:data:`mmbench.methods.METHOD_GROUPS`). ``overlay``: a
+    tuning overlay (``mmbench tune``) whose per-method choices apply. ``jobs``: runs
     trained at once in separate processes (default: the config's ``jobs``, see
     :func:`~mmbench.benchmark.runtime.plan_jobs`: ``auto`` is one run per visible GPU, each
     process pinned to its GPU, or one per core on a CPU); with more than one, each process gets
@@ -94,7 +105,7 @@ def run_benchmark(
 
     names = resolve_methods(methods)
     get_dataset(dataset)
-    config = resolve_config(preset, overrides, names)
+    config = resolve_config(preset, overrides, names, overlay)
     seeds = [int(s) for s in (seeds if seeds is not None else config.seeds)]
     units = [(name, seed) for seed in seeds for name in names]
     device = pick_device(config.train.device)
@@ -129,6 +140,8 @@ def run_benchmark(
         and config.dataset.cache != "mmap"
         else None,
     )
+    if overlay is not None:
+        _check_overlay_split(Path(overlay), data.split, log)
     executor = executor or config.executor.name
     if executor == "slurm":
         from mmbench.benchmark.slurm import submit_runs
@@ -170,6 +183,20 @@ def run_recorded(
     run = RunDir.for_run(out, data.dataset, method, seed, config.split.fold)
     with recording_failure(run):
         return run_one(method, data, config, seed, out, progress, log)
+
+
+def _check_overlay_split(overlay: Path, split: Any, log: Callable[[str], None]) -> None:
+    """Warn when an overlay was tuned on another split (its val cases were other cases)."""
+    import yaml
+
+    from mmbench.datasets.splits import split_sha256
+
+    tuned = ((yaml.safe_load(overlay.read_text()) or {}).get("split") or {}).get("sha256")
+    if tuned and tuned != split_sha256(split):
+        log(
+            f"warning: {overlay} was tuned on another split (sha256 {tuned[:12]}…, this run "
+            f"{split_sha256(split)[:12]}…): its choices were not selected on this run's val cases"
+        )
 
 
 def run_parallel(

@@ -116,6 +116,7 @@ class TrainerState:
     best_score: float = -math.inf
     best_step: int = -1
     best_stage: int = -1  # stage index the best weights were saved in
+    train_seconds: float = 0.0  # wall time in fit() over every invocation, up to the checkpoint
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -195,6 +196,8 @@ class Trainer:
         )
         self.state = TrainerState()
         self._log_fields: list[str] | None = None
+        self.step_seconds: list[float] = []  # wall time of each step this invocation ran
+        self._clock: float | None = None  # when fit() time was last added to the state
 
     # ------------------------------------------------------------------------------ set-up
     def _check_stages(self) -> None:
@@ -225,7 +228,16 @@ class Trainer:
         return counts
 
     # ------------------------------------------------------------------------ checkpoints
+    def _add_elapsed(self) -> None:
+        # Fit time goes into the state with every checkpoint, so a killed run's time up to its
+        # last checkpoint survives the kill and a resumed run keeps adding to it.
+        if self._clock is not None:
+            now = time.perf_counter()
+            self.state.train_seconds += now - self._clock
+            self._clock = now
+
     def _checkpoint(self) -> dict[str, Any]:
+        self._add_elapsed()
         rng = {
             "python": random.getstate(),
             "numpy": numpy_state(),
@@ -393,6 +405,7 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(self.seed, self.cfg.deterministic)
         self.resume()
+        self._clock = time.perf_counter()
         val_every = self.cfg.val_every
         log_every = self.cfg.log_every
         bar = tqdm(
@@ -416,7 +429,9 @@ class Trainer:
                 stream = self._stream(stage, n_steps)
                 try:
                     while self.state.stage_step < n_steps:
+                        t_step = time.perf_counter()
                         self._train_step(stage, n_steps, log_every, stream)
+                        self.step_seconds.append(time.perf_counter() - t_step)
                         bar.update(1)
                         interruption_point("train", self.state.step)
                         end_of_stage = self.state.stage_step == n_steps
@@ -430,6 +445,8 @@ class Trainer:
                 self._next_stage()
         finally:
             bar.close()
+            self._add_elapsed()
+            self._clock = None
         return self.state
 
     def _next_stage(self) -> None:
