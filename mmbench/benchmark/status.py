@@ -41,8 +41,10 @@ def process_info() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def recording_failure(run: RunDir) -> Iterator[None]:
-    """Record in ``run.json`` how the body stopped, if it raised: ``stopped`` on Ctrl-C,
-    ``failed`` with the error otherwise (the exception propagates)."""
+    """Record in ``run.json`` how the body stopped, if it raised: ``outcome`` ``stopped`` on
+    Ctrl-C, ``failed`` with the ``error`` otherwise (the exception propagates). ``status`` keeps
+    where the run was (training, evaluating); the next invocation rewrites ``run.json`` without
+    the outcome."""
     try:
         yield
     except KeyboardInterrupt:
@@ -57,7 +59,7 @@ def _mark(run: RunDir, status: str, error: str) -> None:
     if not run.info_path.exists() or run.status == STATUS_COMPLETE:
         return
     with contextlib.suppress(OSError):
-        run.update_info(status=status, error=error, stopped_at=time.time())
+        run.update_info(outcome=status, error=error, stopped_at=time.time())
 
 
 @dataclass
@@ -105,13 +107,14 @@ def run_state(run: RunDir) -> RunState:
     """The state of one run folder."""
     info = run.read_info()
     status = info.get("status")
+    outcome = info.get("outcome")
     detail = ""
     if status == STATUS_COMPLETE:
         state = "finished"
-    elif status == STATUS_FAILED:
-        state, detail = "failed", str(info.get("error", ""))
-    elif status == STATUS_STOPPED:
-        state, detail = "stopped", str(info.get("error", ""))
+    elif outcome == STATUS_FAILED:
+        state, detail = "failed", f"{status}: {info.get('error', '')}"
+    elif outcome == STATUS_STOPPED:
+        state, detail = "stopped", f"{status}: {info.get('error', '')}"
     elif status == STATUS_QUEUED:
         state, detail = "queued", f"slurm job {info.get('slurm_job_id', '?')}"
     elif _alive(info) is False:

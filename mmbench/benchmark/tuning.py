@@ -41,7 +41,7 @@ from mmbench.datasets.splits import Split, split_name, split_sha256
 from mmbench.errors import ConfigError, RunError
 from mmbench.methods import resolve_methods
 
-BUDGET_KEYS: tuple[str, ...] = ("train.steps", "train.epochs", "train.batch_size")
+BUDGET_KEYS: tuple[str, ...] = ("train.steps", "train.batch_size")
 """Keys a grid may not vary: every candidate gets the same training budget."""
 OVERLAY_FILE = "overlay.yaml"
 CANDIDATE_FILE = "candidate.json"
