@@ -49,11 +49,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=args.set,
         progress=not args.no_progress,
         jobs=args.jobs,
+        executor=args.executor,
+        wait=not args.no_wait,
         overlay=args.overlay,
     )
+    if args.no_wait:
+        return 0
     print()
     print(summary_table(summaries))
     print(f"results in {Path(args.out).resolve()}; next: mmbench report --runs {args.out}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.status import format_states, run_states
+
+    states = run_states(args.out)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+    else:
+        print(format_states(states))
     return 0
 
 
@@ -225,6 +240,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_bench(args: argparse.Namespace) -> int:
+    from mmbench.config import load_config
+    from mmbench.datasets.bench import bench_data_path
+
+    config = load_config(args.preset, args.set)
+    result = bench_data_path(
+        args.dataset,
+        config,
+        data_root=args.data_root,
+        batches=args.batches,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        log=(lambda _: None) if args.json else print,
+        progress=not (args.json or args.no_progress),
+    )
+    if args.json:
+        keys = ("batches_per_s", "seconds_per_batch", "crop", "workers", "cases", "prepare_seconds")
+        print(json.dumps({k: result[k] for k in keys}))
+    else:
+        crop = "x".join(map(str, result["crop"]))
+        print(
+            f"{result['batches_per_s']:.2f} batches/s ({result['seconds_per_batch']:.3f} s per "
+            f"batch of {result['batch_size']}) at {crop}, {result['workers']} worker(s), "
+            f"{result['cases']} training cases, cache {result['cache']} "
+            f"(prepared in {result['prepare_seconds']:.1f} s)"
+        )
+    return 0
+
+
 def cmd_check_official(args: argparse.Namespace) -> int:
     from mmbench.benchmark.official import check_official, checks_json, format_checks
 
@@ -337,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs trained at once, in separate processes: N or auto (default: the preset's)",
     )
     run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default=None,
+        help="where runs execute: this machine, or one Slurm job per run through submitit "
+        "(resources from executor.slurm.*; default: executor.name)",
+    )
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --executor slurm: submit, print the job ids and return",
+    )
+    run.add_argument(
         "--overlay",
         type=Path,
         default=None,
@@ -344,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status", help="every run's state under a results folder (finished, running, failed)"
+    )
+    st.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    st.add_argument("--json", action="store_true", help="a JSON list")
+    st.set_defaults(func=cmd_status)
 
     tun = sub.add_parser(
         "tune",
@@ -570,6 +633,33 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1: all cores)")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=cmd_data_synth)
+    bench = dsub.add_parser(
+        "bench",
+        help="time the training data path (batches per second, after the cache is built)",
+    )
+    bench.add_argument("--dataset", default="synthetic", help="the dataset to read")
+    bench.add_argument(
+        "--data-root", type=Path, default=None, help="its folder (default: $MMBENCH_DATA/<dataset>)"
+    )
+    bench.add_argument(
+        "--preset", default="paper", help=f"{', '.join(PRESETS)} or a YAML file (crop, cache)"
+    )
+    bench.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset key"
+    )
+    bench.add_argument("--batches", type=int, default=20, help="batches timed")
+    bench.add_argument(
+        "--workers", type=int, default=None, help="loader processes (default: train.num_workers)"
+    )
+    bench.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where disk/mmap caches go (default: results/.cache/<dataset>)",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON line")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.set_defaults(func=cmd_data_bench)
     return _with_defaults(parser)
 
 

@@ -216,8 +216,8 @@ class DatasetSection:
     )
     cache: str = setting(
         "memory",
-        choice("memory", "disk", "none"),
-        "where preprocessed cases are kept",
+        choice("memory", "disk", "mmap", "none"),
+        "where preprocessed cases are kept (mmap: training cases as float16 memory-mapped arrays)",
         results=False,
     )
     strict: bool = setting(False, boolean(), "stop on any invalid case instead of leaving it out")
@@ -243,9 +243,22 @@ class ModelSection:
     )
 
 
+DEFAULT_STEPS = 400
+"""``train.steps`` when neither ``train.steps`` nor ``train.epochs`` is given."""
+
+
 @dataclass
 class TrainSection:
-    steps: int = setting(400, integer(minimum=1), "gradient steps per run")
+    steps: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        f"gradient steps per run (or train.epochs; neither: {DEFAULT_STEPS})",
+    )
+    epochs: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        "passes over the training cases: steps = ceil(epochs x training cases / batch_size)",
+    )
     batch_size: int = setting(2, integer(minimum=1), "crops per step")
     lr: float = setting(0.006, number(minimum=0, exclusive_min=True), "initial learning rate")
     weight_decay: float = setting(1e-5, number(minimum=0), "Adam weight decay")
@@ -253,7 +266,11 @@ class TrainSection:
     grad_clip: float | None = setting(
         12.0, optional(number(minimum=0, exclusive_min=True)), "gradient norm clip"
     )
-    val_every: int = setting(200, integer(minimum=0), "steps between validations (0: at the end)")
+    val_every: int = setting(
+        200,
+        integer(minimum=0),
+        "steps between validations, epochs with train.epochs (0: at the end)",
+    )
     val_subsets: Any = setting(
         "all",
         either(
@@ -273,6 +290,17 @@ class TrainSection:
         None, optional(integer(minimum=1)), "torch CPU threads per run (null: default)", False
     )
     device: str = setting("auto", text(), "auto, cpu, cuda or cuda:N", False)
+
+    def __post_init__(self) -> None:
+        # The run length has one unit: steps, or epochs resolved against the split size
+        # (mmbench.benchmark.schedule).
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(
+                f"train.steps ({self.steps}) and train.epochs ({self.epochs}) are both set; give "
+                "one of them and set the other to null, e.g. --set train.steps=null"
+            )
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
 
 
 @dataclass
@@ -315,6 +343,57 @@ class EvalSection:
     )
 
 
+def sbatch_options() -> Check:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        ok = isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+        )
+        if not ok:
+            raise _fail(key, "a mapping {sbatch option: value}, e.g. {constraint: a100}", value)
+        return dict(value)
+
+    return check
+
+
+@dataclass
+class SlurmSection:
+    cluster: str = setting(
+        "slurm",
+        choice("slurm", "local", "debug"),
+        "submitit cluster: slurm, or local/debug to run the jobs on this machine",
+        False,
+    )
+    partition: str | None = setting(None, optional(text()), "Slurm partition", False)
+    gpus_per_job: int = setting(1, integer(minimum=0), "GPUs per job (one run)", False)
+    cpus_per_task: int = setting(8, integer(minimum=1), "CPU cores per job", False)
+    mem_gb: float = setting(64, number(minimum=0, exclusive_min=True), "memory per job, GB", False)
+    timeout_min: int = setting(
+        1440, integer(minimum=1), "time limit per job, minutes (then requeued)", False
+    )
+    account: str | None = setting(None, optional(text()), "Slurm account", False)
+    qos: str | None = setting(None, optional(text()), "Slurm QOS", False)
+    extra: dict[str, Any] = setting(
+        {}, sbatch_options(), "more #SBATCH options, e.g. {constraint: a100}", False
+    )
+    setup: list[str] = setting(
+        [], list_of(text()), "shell lines run before each job (module load ...)", False
+    )
+    max_requeue: int = setting(
+        3, integer(minimum=0), "requeues of a preempted or timed-out job", False
+    )
+    array_parallelism: int = setting(
+        256, integer(minimum=1), "jobs of the array running at once", False
+    )
+
+
+@dataclass
+class ExecutorSection:
+    name: str = setting("local", choice("local", "slurm"), "where runs execute (--executor)", False)
+    slurm: SlurmSection = section(SlurmSection, "Slurm jobs through submitit", results=False)
+
+
 @dataclass
 class Config:
     """A validated configuration; see the module docstring. Build it with :func:`load_config`
@@ -328,6 +407,9 @@ class Config:
     model: ModelSection = section(ModelSection, "network size and crop")
     train: TrainSection = section(TrainSection, "the training loop")
     eval: EvalSection = section(EvalSection, "evaluation")
+    executor: ExecutorSection = section(
+        ExecutorSection, "where runs execute (local or Slurm)", results=False
+    )
     methods: dict[str, dict[str, Any]] = setting({}, lambda k, v: _methods(k, v), "per method")
 
     # ------------------------------------------------------------------------------ build
@@ -370,6 +452,10 @@ class Config:
         data["methods"] = {name: section_} if section_ else {}
         if override:
             data["methods"][name] = {**section_, METHOD_TRAIN_KEY: override}
+            # A method's run length in one unit replaces the invocation's in the other.
+            for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+                if override.get(unit) is not None and other not in override:
+                    data["train"][other] = None
             data["train"].update(override)
         return Config.from_dict(data)
 
@@ -629,7 +715,9 @@ __all__ = [
     "Config",
     "DatasetSection",
     "EvalSection",
+    "ExecutorSection",
     "ModelSection",
+    "SlurmSection",
     "SplitSection",
     "SyntheticSection",
     "TrainSection",

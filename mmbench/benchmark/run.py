@@ -32,9 +32,12 @@ from mmbench.benchmark.rundir import (
     RunDir,
 )
 from mmbench.benchmark.runtime import environment_info, keep_freed_memory, pick_device
+from mmbench.benchmark.schedule import resolve_schedule, with_schedule
+from mmbench.benchmark.status import process_info
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
+from mmbench.datasets.loader import make_training_stream
 from mmbench.datasets.prepare import PreparedData
 from mmbench.datasets.sampling import make_batch_source, make_fit_batches
 from mmbench.datasets.splits import split_name, split_sha256
@@ -215,10 +218,16 @@ def run_one(
         log(f"{method} seed {seed}: already complete in {run.path}")
         return summarize(run, previous)
 
+    schedule = resolve_schedule(config.train, len(data.train))
+    config = with_schedule(config, schedule)
     device = pick_device(config.train.device)
     costs.reset_peak_memory(device)
     strategy = build_strategy(method, config, seed)
-    info = run_info(method, data, config, seed, strategy)
+    info = {
+        **run_info(method, data, config, seed, strategy),
+        "schedule": schedule.as_dict(),
+        **process_info(),
+    }
     timings = {
         "train_seconds": float(previous.get("train_seconds", 0.0)),
         "eval_seconds": float(previous.get("eval_seconds", 0.0)),
@@ -242,6 +251,14 @@ def run_one(
         device=device,
         progress=progress,
         log=log,
+        batch_stream=make_training_stream(
+            data.train,
+            config.model.patch_size,
+            config.train.intensity_jitter,
+            config.train.batch_size,
+            config.train.num_workers,
+            pin_memory=device.type == "cuda",
+        ),
     )
     if status == STATUS_TRAINING:
         trainer.fit()
