@@ -30,6 +30,7 @@ from mmbench.methods.mmformer.network import (
     NUM_CLASSES,
     SLOT_ORDER,
     TOTAL_STRIDE,
+    MMFormerOutput,
     SelfAttention,
     TransformerLayer,
     conv3d,
@@ -37,6 +38,7 @@ from mmbench.methods.mmformer.network import (
     mask_slots,
     up2,
 )
+from mmbench.methods.mmformer.network import SeparateDecoder as MMFormerSeparateDecoder
 
 SLOTS = len(SLOT_ORDER)
 LAYER_NORM_EPS = 1e-6
@@ -459,12 +461,7 @@ class SeparateDecoder(PostNormLevels):
         super().__init__(basic)
         self.head = nn.Conv3d(basic, num_classes, 1)
 
-    def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        d = feats[LEVELS - 1]
-        for lvl in reversed(range(LEVELS - 1)):
-            d = self.up[lvl](up2(d))
-            d = self.out[lvl](self.merge[lvl](torch.cat([d, feats[lvl]], 1)))
-        return self.head(d)
+    forward = MMFormerSeparateDecoder.forward  # the same wiring, with post-norm convs
 
 
 # --------------------------------------------------------------------------------- network
@@ -490,13 +487,7 @@ class M2FTransOutput:
     cross: list[Tensor]
     computed: tuple[int, ...] = field(default=())
 
-    def encoder_bottleneck(self) -> Tensor:
-        """N×K×T×g³ encoder level-4 maps of the computed slots (zeros elsewhere)."""
-        ref = next(f for f in self.features if f is not None)[LEVELS - 1]
-        return torch.stack(
-            [f[LEVELS - 1] if f is not None else torch.zeros_like(ref) for f in self.features],
-            dim=1,
-        )
+    encoder_bottleneck = MMFormerOutput.encoder_bottleneck  # N×K×T×g³, zeros where not run
 
 
 class M2FTransNet(nn.Module):
