@@ -79,7 +79,8 @@ class M2FTrans(Strategy):
     100-epoch warm-up and poly over 1000 epochs mapped onto the step budget.
 
     Options: ``recipe`` (shared | published), ``heads``, ``transformer_depth``, ``mlp_width``
-    (0 = the width rule).
+    (0 = the width rule), ``basic_width`` (0 = the preset width; ``quick`` sets 4, mmFormer's
+    encoder width there, to keep the preset affordable).
     """
 
     options: ClassVar[dict[str, Option]] = {
@@ -92,7 +93,13 @@ class M2FTrans(Strategy):
         "heads": Option(8, "attention heads of the masked transformer (official 8)", minimum=1),
         "transformer_depth": Option(3, "layers of the masked transformer (official 3)", minimum=1),
         "mlp_width": Option(
-            0, "transformer MLP width; 0 = 256 x width (official 4096 at width 16)", minimum=0
+            0, "transformer MLP width; 0 = 256 x basic width (official 4096)", minimum=0
+        ),
+        "basic_width": Option(
+            0,
+            "channels of level 0 (token width 16x, deep-supervision heads 1x, MLP 256x); "
+            "0 = the preset's model.width (official 16 = the paper preset)",
+            minimum=0,
         ),
     }
 
@@ -100,7 +107,7 @@ class M2FTrans(Strategy):
         super().__init__(config)
         self.recipe = str(self._option("recipe"))
         self.dims = M2FTransDims.from_width(
-            config.width,
+            int(self._option("basic_width")) or config.width,
             config.patch_size,
             mlp=int(self._option("mlp_width")) or None,
             heads=int(self._option("heads")),
