@@ -361,8 +361,9 @@ class CrossTokens(nn.Module):
 
 # --------------------------------------------------------------------------------- decoders
 class PostNormLevels(nn.Module):
-    """Per-level convs of both decoders, indexed by output level l = 0..3: ``up[l]`` (3³,
-    C_{l+1} → C_l after ×2 upsampling), ``merge[l]`` (3³, 2·C_l → C_l), ``out[l]`` (1×1)."""
+    """Per-level post-norm convs of both decoders, indexed by level: ``up[l]`` (l = 0..3; 3³,
+    C_{l+1} → C_l after ×2 upsampling), ``merge[l]`` (3³, 2·C_l → C_l) and ``out[l]`` (1×1) for
+    l = 0 .. ``levels`` − 1 (the fusion decoder also merges at level 4)."""
 
     def __init__(self, basic: int, levels: int = LEVELS - 1) -> None:
         super().__init__()
