@@ -265,7 +265,8 @@ class MaskedTransformerLayer(TransformerLayer):
 
 class MaskedTransformer(nn.Module):
     """``depth`` :class:`MaskedTransformerLayer`; returns the tokens and the first layer's
-    attention probabilities."""
+    attention probabilities, **detached** as in the official code: the modality weights
+    derived from them pass no gradient back into the transformer."""
 
     def __init__(self, dims: M2FTransDims) -> None:
         super().__init__()
@@ -275,7 +276,7 @@ class MaskedTransformer(nn.Module):
         first: Tensor | None = None
         for layer in self.layers:
             x, attn = layer(x, allowed)
-            first = attn if first is None else first
+            first = attn.detach() if first is None else first
         assert first is not None
         return x, first
 
