@@ -174,6 +174,13 @@ def test_modality_weights_are_unnormalised_fusion_row_sums() -> None:
         assert torch.allclose(weights[:, k].flatten(1), fusion_rows[:, k * g : (k + 1) * g])
 
 
+def test_modality_weights_pass_no_gradient() -> None:
+    """The official code detaches the first layer's attention before Weight_Attention."""
+    model = _small().train()
+    out, _, _ = model.forward_all(torch.randn(1, 4, 16, 16, 16), torch.tensor([[True] * 4]))
+    assert out.logits.requires_grad and not out.weights.requires_grad
+
+
 def test_cross_attention_ignores_absent_slots() -> None:
     torch.manual_seed(0)
     layer = CrossTokenAttention(4, dropout=0.0).eval()
