@@ -39,6 +39,7 @@ from mmbench.methods.mmformer.network import (
     up2,
 )
 from mmbench.methods.mmformer.network import SeparateDecoder as MMFormerSeparateDecoder
+from mmbench.methods.mmformer.network import grid_for as mmformer_grid_for
 
 SLOTS = len(SLOT_ORDER)
 LAYER_NORM_EPS = 1e-6
@@ -110,14 +111,12 @@ class M2FTransDims:
 
 
 def grid_for(size: Sequence[int]) -> tuple[int, int, int]:
-    """Token grid of an input of spatial ``size`` (each side a multiple of 16)."""
-    size = tuple(int(s) for s in size)
-    if len(size) != 3 or any(s <= 0 or s % TOTAL_STRIDE for s in size):
-        raise ValueError(
-            f"m2ftrans needs a crop whose sides are positive multiples of {TOTAL_STRIDE} "
-            f"(four stride-2 stages); got {size}"
-        )
-    return size[0] // TOTAL_STRIDE, size[1] // TOTAL_STRIDE, size[2] // TOTAL_STRIDE
+    """Token grid of an input of spatial ``size`` (each side a multiple of 16): mmFormer's rule,
+    with the error naming m2ftrans."""
+    try:
+        return mmformer_grid_for(size)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("mmformer", "m2ftrans")) from None
 
 
 # --------------------------------------------------------------------------------- conv blocks
