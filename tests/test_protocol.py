@@ -16,7 +16,7 @@ from mmbench.benchmark import evaluator as evaluator_module
 from mmbench.benchmark import run as run_module
 from mmbench.benchmark import trainer as trainer_module
 from mmbench.benchmark import validation as validation_module
-from mmbench.benchmark.costs import COST_KEYS
+from mmbench.benchmark.costs import COST_KEYS, forward_gflops
 from mmbench.benchmark.runner import resolve_config
 from mmbench.benchmark.tuning import parse_grid, tune
 from mmbench.cli import main
@@ -24,6 +24,7 @@ from mmbench.config import PRESETS, load_config, load_overlay, load_preset
 from mmbench.datasets.prepare import PreparedData
 from mmbench.datasets.splits import Split, builtin_split, load_split, split_sha256
 from mmbench.errors import ConfigError, SplitError
+from mmbench.methods import create, list_methods
 
 SMOKE = ["--preset", "smoke", "--no-progress"]
 # Smaller than smoke: 5 phantoms of 16³, 2 steps; numbers are meaningless but exactly repeatable.
@@ -336,3 +337,11 @@ def test_an_unknown_split_file_is_refused_before_any_data_work(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "rfnet-brats2018-9" in err and "rfnet-brats2018-1" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_has_a_flop_count_and_keeps_its_trainable_weights(method: str) -> None:
+    strategy = create(method, preset="smoke")
+    trainable = {n for n, p in strategy.named_parameters() if p.requires_grad}
+    assert forward_gflops(strategy, (16, 16, 16)) > 0
+    assert trainable == {n for n, p in strategy.named_parameters() if p.requires_grad}

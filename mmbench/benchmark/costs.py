@@ -61,8 +61,17 @@ def forward_gflops(strategy: Strategy, patch_size: Sequence[int]) -> float:
     device = _device(strategy)
     x = torch.randn(1, len(MODALITIES), *(int(p) for p in patch_size), device=device)
     strategy.eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        strategy.predict_window(x, FULL.available)
+    # The counter's module tracker hooks tensors that require grad, which fails on parameter
+    # views made without autograd (mmformer's positional embeddings): count on frozen weights.
+    params = [p for p in strategy.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            strategy.predict_window(x, FULL.available)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
     return counter.get_total_flops() / 1e9
 
 
