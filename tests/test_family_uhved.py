@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.uhved import (
     UHVED,
+    gaussian_kl,
     kl_to_unit,
     product_of_gaussians,
     subset_kl,
@@ -205,6 +207,22 @@ def test_kl_is_averaged_over_all_subset_posteriors_known_answer() -> None:
     # With everything available the inter-subset part compares the full posterior with each
     # subset's, so it is positive even though the sample only uses the full product.
     assert float(subset_kl(mu, logvar, [0, 1, 2, 3])) > 0
+
+
+def test_vectorised_kl_equals_the_official_loop_over_subsets() -> None:
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2, 4, 3, 4, 4, 4, generator=g, dtype=torch.float64)
+    logvar = torch.randn(2, 4, 3, 4, 4, 4, generator=g, dtype=torch.float64)
+    for available in ([1], [0, 2, 3], [0, 1, 2, 3]):
+        a_mu, a_lv = product_of_gaussians(mu[:, available], logvar[:, available])
+        inter = prior = 0.0
+        for k in range(1, 5):
+            for subset in itertools.combinations(range(4), k):
+                s_mu, s_lv = product_of_gaussians(mu[:, list(subset)], logvar[:, list(subset)])
+                inter += float(gaussian_kl(a_mu, a_lv, s_mu, s_lv))
+                prior += float(kl_to_unit(s_mu, s_lv))
+        expected = inter / 14 + prior / 15
+        assert math.isclose(float(subset_kl(mu, logvar, available)), expected, rel_tol=1e-5)
 
 
 def test_published_recipe() -> None:

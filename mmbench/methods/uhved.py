@@ -73,20 +73,31 @@ def subset_kl(mu: Tensor, logvar: Tensor, available: Sequence[int]) -> Tensor:
     With ``q_A`` the product of the available experts and the prior, and ``q_S`` that of subset
     ``S`` and the prior: ``(1/14)·Σ_S KL(q_A ‖ q_S) + (1/15)·Σ_S KL(q_S ‖ N(0, I))``, sums over
     the 15 non-empty subsets ``S`` (the one equal to ``A`` contributes 0 to the first sum).
+    All 15 products are computed at once (a 15×4 membership matrix over the expert axis).
 
     Args:
         mu, logvar: N×4×C×… posteriors of all four modalities (training reads every modality).
         available: indices of the modalities present in this batch.
     """
-    full_mu, full_lv = product_of_gaussians(mu[:, list(available)], logvar[:, list(available)])
-    inter = mu.new_zeros(())
-    prior = mu.new_zeros(())
-    for subset in SUBSETS:
-        idx = list(subset)
-        sub_mu, sub_lv = product_of_gaussians(mu[:, idx], logvar[:, idx])
-        inter = inter + gaussian_kl(full_mu, full_lv, sub_mu, sub_lv)
-        prior = prior + kl_to_unit(sub_mu, sub_lv)
-    return inter / 14.0 + prior / 15.0
+    precision = 1.0 / (torch.exp(logvar) + EPS)  # N×4×…
+    weighted = mu * precision
+    member = torch.zeros(len(SUBSETS), mu.shape[1], dtype=mu.dtype, device=mu.device)
+    for s, subset in enumerate(SUBSETS):
+        member[s, list(subset)] = 1.0
+    full = torch.zeros(1, mu.shape[1], dtype=mu.dtype, device=mu.device)
+    full[0, list(available)] = 1.0
+    member = torch.cat([member, full])  # 16×4: the 15 subsets, then the available set
+    total = 1.0 + torch.einsum("sk,nk...->ns...", member, precision)  # N×16×…
+    means = torch.einsum("sk,nk...->ns...", member, weighted) / total
+    log_total = torch.log(total)
+    sub_t, sub_m, sub_log = total[:, :-1], means[:, :-1], log_total[:, :-1]
+    a_t, a_m, a_log = total[:, -1:], means[:, -1:], log_total[:, -1:]
+    # gaussian_kl in closed form with variances 1/T (the official ε = 1e-7 on the fused
+    # variance is dropped here: T ≥ 1 because of the prior, so it changes the value by < 1e-6).
+    inter = 0.5 * (-1.0 + a_log - sub_log + sub_t / a_t + sub_t * (a_m - sub_m).square())
+    prior = 0.5 * (-1.0 + sub_log + 1.0 / sub_t + sub_m.square())
+    n_sub = len(SUBSETS)
+    return inter.mean() * n_sub / 14.0 + prior.mean() * n_sub / 15.0
 
 
 def latent_channels(width: int, depth: int) -> list[int]:
@@ -204,6 +215,9 @@ class UHVED(Strategy):
             "1e-5, constant, and the official subset draw",
             choices=("shared", "published"),
         ),
+        "width": Option(
+            0, "base channels of encoders and decoders; 0 = model.width (official 8)", minimum=0
+        ),
         "kl_weight": Option(0.1, "weight of the KL term (official 0.1)", minimum=0),
         "recon_weight": Option(0.1, "weight of the reconstruction MSE (official 0.1)", minimum=0),
     }
@@ -211,7 +225,7 @@ class UHVED(Strategy):
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         self.depth = config.depth
-        width = config.width
+        width = int(self._option("width")) or config.width
         self.recipe = str(self._option("recipe"))
         self.kl_weight = float(self._option("kl_weight"))
         self.recon_weight = float(self._option("recon_weight"))
