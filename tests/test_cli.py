@@ -360,6 +360,13 @@ def test_data_check_on_another_layout_says_which_dataset_it_is(tmp_path: Path, c
     args = ["data", "synth", "--out", str(root), "--cases", "2", "--shape", "12", "12", "12"]
     assert main([*args, "--jobs", "1", "--no-progress"]) == 0
     capsys.readouterr()
+    # rename the phantoms the way BraTS 2024 names its glioma cases
+    (root / "phantoms.json").unlink()
+    for case in sorted(root.iterdir()):
+        renamed = root / case.name.replace("SYN", "GLI")
+        case.rename(renamed)
+        for f in renamed.iterdir():
+            f.rename(renamed / f.name.replace("SYN", "GLI"))
     assert main(["data", "check", "--dataset", "brats2018", "--data-root", str(root)]) == 1
     out = capsys.readouterr().out
     assert "valid cases:   0" in out and "hint:" in out and "--dataset brats2024" in out

@@ -327,6 +327,7 @@ def test_check_dataset_report(tmp_path):
     assert set(report) == {
         "dataset",
         "root",
+        "hint",
         "valid",
         "invalid",
         "label_histogram",

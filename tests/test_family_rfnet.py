@@ -13,7 +13,7 @@ PATCH = (16, 16, 16)
 
 
 def config(**options) -> MethodConfig:
-    return MethodConfig(width=4, patch_size=PATCH, total_steps=10, options={"depth": 2, **options})
+    return MethodConfig(width=4, patch_size=PATCH, total_steps=10, depth=2, options=options)
 
 
 def build(seed: int = 0, **options) -> RFNet:

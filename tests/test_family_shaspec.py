@@ -13,7 +13,7 @@ PATCH = (16, 16, 16)
 
 def build(seed: int = 0, **options) -> ShaSpec:
     torch.manual_seed(seed)
-    return ShaSpec(MethodConfig(width=4, patch_size=PATCH, options={"depth": 2, **options}))
+    return ShaSpec(MethodConfig(width=4, patch_size=PATCH, depth=2, options=options))
 
 
 def make_batch(subset: Subset, n: int = 2, seed: int = 0) -> dict:

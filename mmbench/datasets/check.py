@@ -25,7 +25,9 @@ def check_dataset(
         A JSON-ready dict with keys ``dataset``, ``root``, ``valid`` (case ids), ``invalid``
         (``{case, file, problem}`` dicts), ``label_histogram`` (label value → voxel count over valid
         cases), ``empty_regions`` (region → number of valid cases where it is empty), ``shapes``
-        (``"240x240x155"`` → count) and ``spacings`` (``"1x1x1"`` → count), both over valid cases.
+        (``"240x240x155"`` → count) and ``spacings`` (``"1x1x1"`` → count), both over valid cases;
+        ``hint``: when nothing was found, why (the dataset whose layout the folder matches
+        instead, or the layout expected), else "".
 
     Raises:
         DataRootError: the folder does not exist (an empty folder gives an empty report).
