@@ -54,7 +54,7 @@ def slug(label: str) -> str:
 
 def val_score(run_dir: Path) -> float:
     """The best validation score of a finished run (from its last checkpoint's loop state)."""
-    ckpt = torch.load(run_dir / CHECKPOINT_DIR / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / CHECKPOINT_DIR / "last.pt", map_location="cpu", weights_only=True)
     return float(ckpt["state"]["best_score"])
 
 

@@ -9,7 +9,9 @@ a temporary run folder; the figure is the wall time divided by the steps, so it 
 and augmenting the batch, the subset draw, every optimiser step and a method's fit stage (the
 retrieval bank). The first steps are slower (allocator and oneDNN warm-up), so short runs
 overstate a step a little. Use it to budget ``train.steps`` per preset: a run's training time is
-about steps × this figure, and ``--jobs`` divides the cores among concurrent runs.
+about steps × this figure, and ``--jobs`` divides the cores among concurrent runs. The CPU
+seconds per step (this process's user + system time) are what a step costs on a machine
+shared with other jobs, where the wall time is inflated by waiting for a core.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def main() -> None:
         f"{torch.get_num_threads()} thread(s); preset {args.preset}: width "
         f"{config.model.width}, crop {crop}, batch {batch}"
     )
-    print(f"{'method':<16} {'s/step':>7} {'params':>11}")
+    print(f"{'method':<16} {'s/step':>7} {'cpu s/step':>10} {'params':>11}")
     for name in names:
         cfg = config.for_method(name)
         strategy = create(name, preset=cfg)
@@ -70,10 +72,14 @@ def main() -> None:
                 progress=False,
                 log=lambda _: None,
             )
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.fit()
             seconds = (time.perf_counter() - t0) / args.steps
-        print(f"{name:<16} {seconds:>7.3f} {strategy.parameter_count():>11,d}", flush=True)
+            cpu = (time.process_time() - c0) / args.steps
+        print(
+            f"{name:<16} {seconds:>7.3f} {cpu:>10.3f} {strategy.parameter_count():>11,d}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``mmbench`` command line: a thin front over the library (run, list, report, data, evaluate).
+"""``mmbench`` command line: a thin front over the library (run, tune, list, report, data,
+evaluate).
 
 Every sub-command parses its arguments and calls one library function; anything it does can be
 done from Python. Errors a user can fix (:class:`mmbench.errors.MMBenchError`: unknown method or
@@ -48,10 +49,69 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=args.set,
         progress=not args.no_progress,
         jobs=args.jobs,
+        executor=args.executor,
+        wait=not args.no_wait,
+        overlay=args.overlay,
     )
+    if args.no_wait:
+        return 0
     print()
     print(summary_table(summaries))
     print(f"results in {Path(args.out).resolve()}; next: mmbench report --runs {args.out}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.status import format_states, run_states
+
+    states = run_states(args.out)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+    else:
+        print(format_states(states))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmbench.benchmark.tuning import tune
+
+    result = tune(
+        args.methods,
+        args.grid,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        preset=args.preset,
+        seeds=args.seeds,
+        out=args.out,
+        overrides=args.set,
+        progress=not args.no_progress,
+    )
+    for method, rows in result.scores.items():
+        shown = ", ".join(
+            f"{','.join(f'{k}={v}' for k, v in r['point'].items())}: "
+            + ("failed" if r["mean"] is None else f"{r['mean']:.4f}")
+            for r in rows
+        )
+        chosen = ",".join(f"{k}={v}" for k, v in result.choices[method].items())
+        print(f"{method}: val score {shown}; chosen {chosen}")
+    print(f"overlay written to {result.overlay}; next: mmbench run --overlay {result.overlay}")
+    return 0
+
+
+def cmd_data_splits(args: argparse.Namespace) -> int:
+    from mmbench.datasets.splits import list_builtin_splits
+
+    rows = list_builtin_splits()
+    if args.json:
+        print(json.dumps({"splits": rows}, indent=2))
+        return 0
+    print(f"{'name':<22} {'dataset':<10} {'train':>6} {'val':>5} {'test':>5}  sha256")
+    for r in rows:
+        print(
+            f"{r['name']:<22} {r['dataset']:<10} {r['train']:>6} {r['val']:>5} {r['test']:>5}  "
+            f"{r['sha256'][:16]}"
+        )
+    print("use one with --set split.file=NAME (provenance: mmbench/data/splits/README.md)")
     return 0
 
 
@@ -116,6 +176,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         qualitative_case=args.case,
+        units=args.units,
+        latex_layout=args.latex_layout,
+        cost_axis=args.cost_axis,
     )
     print(summary)
     return 0
@@ -138,13 +201,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         family=args.family,
         label_convention=args.label_convention,
         n_jobs=args.n_jobs,
+        split_from=args.split_from,
     )
     d = df[df["metric"] == "dice"].groupby("region")["value"].mean()
     print(
         f"scored {df['case'].nunique()} cases × {df['subset'].nunique()} subsets; "
         + ", ".join(f"{r} Dice {v:.3f}" for r, v in d.items())
     )
-    print(f"rows written under {args.out or 'results/<dataset>/<method>/external'}")
+    print(f"rows written under {df.attrs.get('run_dir', args.out)}")
     return 0
 
 
@@ -173,6 +237,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"wrote {args.cases} phantom cases to {out}")
+    return 0
+
+
+def cmd_data_bench(args: argparse.Namespace) -> int:
+    from mmbench.config import load_config
+    from mmbench.datasets.bench import bench_data_path
+
+    config = load_config(args.preset, args.set)
+    result = bench_data_path(
+        args.dataset,
+        config,
+        data_root=args.data_root,
+        batches=args.batches,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        log=(lambda _: None) if args.json else print,
+        progress=not (args.json or args.no_progress),
+    )
+    if args.json:
+        keys = ("batches_per_s", "seconds_per_batch", "crop", "workers", "cases", "prepare_seconds")
+        print(json.dumps({k: result[k] for k in keys}))
+    else:
+        crop = "x".join(map(str, result["crop"]))
+        print(
+            f"{result['batches_per_s']:.2f} batches/s ({result['seconds_per_batch']:.3f} s per "
+            f"batch of {result['batch_size']}) at {crop}, {result['workers']} worker(s), "
+            f"{result['cases']} training cases, cache {result['cache']} "
+            f"(prepared in {result['prepare_seconds']:.1f} s)"
+        )
     return 0
 
 
@@ -287,8 +380,69 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="runs trained at once, in separate processes: N or auto (default: the preset's)",
     )
+    run.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default=None,
+        help="where runs execute: this machine, or one Slurm job per run through submitit "
+        "(resources from executor.slurm.*; default: executor.name)",
+    )
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --executor slurm: submit, print the job ids and return",
+    )
+    run.add_argument(
+        "--overlay",
+        type=Path,
+        default=None,
+        help="a tuning overlay written by mmbench tune: its per-method train choices apply",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "status", help="every run's state under a results folder (finished, running, failed)"
+    )
+    st.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    st.add_argument("--json", action="store_true", help="a JSON list")
+    st.set_defaults(func=cmd_status)
+
+    tun = sub.add_parser(
+        "tune",
+        help="equal-budget search per method on the val split; writes an overlay for run",
+        description="Train every grid point of each method with the preset's budget, score it "
+        "on the val split only (the test split is never read) and write DIR/overlay.yaml with "
+        "the grid, every val score and the choice; apply it with mmbench run --overlay.",
+    )
+    tun.add_argument("--methods", required=True, help="NAME[,NAME...] or a group")
+    tun.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2",
+        help="train key and its values, e.g. train.lr=0.003,0.006 (repeatable: every "
+        "combination is tried)",
+    )
+    tun.add_argument("--dataset", default="synthetic", help="dataset to tune on")
+    tun.add_argument("--data-root", type=Path, default=None, help="its folder")
+    tun.add_argument("--preset", default="quick", help=f"{', '.join(PRESETS)} or a YAML file")
+    tun.add_argument(
+        "--seeds", type=_seeds, default=None, help="seeds per grid point (default: the preset's)"
+    )
+    tun.add_argument(
+        "--out", type=Path, default=Path("results/tuning"), help="tuning runs and overlay.yaml"
+    )
+    tun.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset key for every candidate (repeatable)",
+    )
+    tun.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tun.set_defaults(func=cmd_tune)
 
     lst = sub.add_parser("list", help="registered methods and datasets")
     lst.add_argument("--json", action="store_true", help="one JSON object")
@@ -329,6 +483,33 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--case", default=None, help="case for the qualitative figure")
     rep.add_argument("--no-plots", action="store_true", help="no figures")
     rep.add_argument("--no-html", action="store_true", help="no report.html")
+    rep.add_argument(
+        "--units",
+        choices=["common", "all"],
+        default="common",
+        help="common: compare methods on the (case, subset) units they all have; all: each on "
+        "its own, methods lacking units flagged and never bold",
+    )
+    rep.add_argument(
+        "--latex-layout",
+        choices=["auto", "columns", "rows"],
+        default="auto",
+        help="LaTeX tables: columns (methods as columns), rows (one table per region, methods "
+        "as rows), auto (rows above 12 method columns)",
+    )
+    rep.add_argument(
+        "--cost-axis",
+        choices=[
+            "params_inference",
+            "params_training",
+            "gflops_forward",
+            "train_s_per_step",
+            "infer_s_per_case",
+            "peak_memory_mb",
+        ],
+        default="params_inference",
+        help="x axis of the accuracy-vs-cost figure (a column of the costs table)",
+    )
     rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="score predictions made outside mmbench")
@@ -370,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--family", default="external", help="family shown in the family view")
     ev.add_argument("--n-jobs", type=int, default=1, help="workers scoring the metrics")
+    ev.add_argument(
+        "--split-from",
+        type=Path,
+        default=None,
+        help="run folder (its split.json) or split file: score only that split's test cases",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     off = sub.add_parser(
@@ -422,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--strict", action="store_true", help="exit 1 on any problem")
     chk.add_argument("--json", action="store_true", help="one JSON object")
     chk.set_defaults(func=cmd_data_check)
+    spl = dsub.add_parser("splits", help="built-in published splits with counts and sha256")
+    spl.add_argument("--json", action="store_true", help="one JSON object")
+    spl.set_defaults(func=cmd_data_splits)
     syn = dsub.add_parser("synth", help="write phantom cases in the BraTS 2024 layout")
     syn.add_argument("--out", type=Path, required=True, help="folder to write the cases to")
     syn.add_argument("--cases", type=int, default=10, help="number of cases")
@@ -443,6 +633,33 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1: all cores)")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=cmd_data_synth)
+    bench = dsub.add_parser(
+        "bench",
+        help="time the training data path (batches per second, after the cache is built)",
+    )
+    bench.add_argument("--dataset", default="synthetic", help="the dataset to read")
+    bench.add_argument(
+        "--data-root", type=Path, default=None, help="its folder (default: $MMBENCH_DATA/<dataset>)"
+    )
+    bench.add_argument(
+        "--preset", default="paper", help=f"{', '.join(PRESETS)} or a YAML file (crop, cache)"
+    )
+    bench.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset key"
+    )
+    bench.add_argument("--batches", type=int, default=20, help="batches timed")
+    bench.add_argument(
+        "--workers", type=int, default=None, help="loader processes (default: train.num_workers)"
+    )
+    bench.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where disk/mmap caches go (default: results/.cache/<dataset>)",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON line")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.set_defaults(func=cmd_data_bench)
     return _with_defaults(parser)
 
 

@@ -30,7 +30,7 @@ from mmbench.errors import ConfigError
 from mmbench.metrics import DEFAULT_MAX_DISTANCE, EMPTY_POLICIES, HD95_MODES, VALID_METRICS
 from mmbench.subsets import Subset, as_subset
 
-PRESETS: tuple[str, ...] = ("smoke", "quick", "paper")
+PRESETS: tuple[str, ...] = ("smoke", "quick", "paper", "brats2018-rfnet")
 METHOD_TRAIN_KEY = "train"
 """Key of a ``methods.<name>`` section whose mapping overrides ``train`` keys for that method."""
 
@@ -216,8 +216,8 @@ class DatasetSection:
     )
     cache: str = setting(
         "memory",
-        choice("memory", "disk", "none"),
-        "where preprocessed cases are kept",
+        choice("memory", "disk", "mmap", "none"),
+        "where preprocessed cases are kept (mmap: training cases as float16 memory-mapped arrays)",
         results=False,
     )
     strict: bool = setting(False, boolean(), "stop on any invalid case instead of leaving it out")
@@ -243,9 +243,22 @@ class ModelSection:
     )
 
 
+DEFAULT_STEPS = 400
+"""``train.steps`` when neither ``train.steps`` nor ``train.epochs`` is given."""
+
+
 @dataclass
 class TrainSection:
-    steps: int = setting(400, integer(minimum=1), "gradient steps per run")
+    steps: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        f"gradient steps per run (or train.epochs; neither: {DEFAULT_STEPS})",
+    )
+    epochs: int | None = setting(
+        None,
+        optional(integer(minimum=1)),
+        "passes over the training cases: steps = ceil(epochs x training cases / batch_size)",
+    )
     batch_size: int = setting(2, integer(minimum=1), "crops per step")
     lr: float = setting(0.006, number(minimum=0, exclusive_min=True), "initial learning rate")
     weight_decay: float = setting(1e-5, number(minimum=0), "Adam weight decay")
@@ -253,7 +266,11 @@ class TrainSection:
     grad_clip: float | None = setting(
         12.0, optional(number(minimum=0, exclusive_min=True)), "gradient norm clip"
     )
-    val_every: int = setting(200, integer(minimum=0), "steps between validations (0: at the end)")
+    val_every: int = setting(
+        200,
+        integer(minimum=0),
+        "steps between validations, epochs with train.epochs (0: at the end)",
+    )
     val_subsets: Any = setting(
         "all",
         either(
@@ -273,6 +290,17 @@ class TrainSection:
         None, optional(integer(minimum=1)), "torch CPU threads per run (null: default)", False
     )
     device: str = setting("auto", text(), "auto, cpu, cuda or cuda:N", False)
+
+    def __post_init__(self) -> None:
+        # The run length has one unit: steps, or epochs resolved against the split size
+        # (mmbench.benchmark.schedule).
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(
+                f"train.steps ({self.steps}) and train.epochs ({self.epochs}) are both set; give "
+                "one of them and set the other to null, e.g. --set train.steps=null"
+            )
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
 
 
 @dataclass
@@ -315,6 +343,57 @@ class EvalSection:
     )
 
 
+def sbatch_options() -> Check:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        ok = isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+        )
+        if not ok:
+            raise _fail(key, "a mapping {sbatch option: value}, e.g. {constraint: a100}", value)
+        return dict(value)
+
+    return check
+
+
+@dataclass
+class SlurmSection:
+    cluster: str = setting(
+        "slurm",
+        choice("slurm", "local", "debug"),
+        "submitit cluster: slurm, or local/debug to run the jobs on this machine",
+        False,
+    )
+    partition: str | None = setting(None, optional(text()), "Slurm partition", False)
+    gpus_per_job: int = setting(1, integer(minimum=0), "GPUs per job (one run)", False)
+    cpus_per_task: int = setting(8, integer(minimum=1), "CPU cores per job", False)
+    mem_gb: float = setting(64, number(minimum=0, exclusive_min=True), "memory per job, GB", False)
+    timeout_min: int = setting(
+        1440, integer(minimum=1), "time limit per job, minutes (then requeued)", False
+    )
+    account: str | None = setting(None, optional(text()), "Slurm account", False)
+    qos: str | None = setting(None, optional(text()), "Slurm QOS", False)
+    extra: dict[str, Any] = setting(
+        {}, sbatch_options(), "more #SBATCH options, e.g. {constraint: a100}", False
+    )
+    setup: list[str] = setting(
+        [], list_of(text()), "shell lines run before each job (module load ...)", False
+    )
+    max_requeue: int = setting(
+        3, integer(minimum=0), "requeues of a preempted or timed-out job", False
+    )
+    array_parallelism: int = setting(
+        256, integer(minimum=1), "jobs of the array running at once", False
+    )
+
+
+@dataclass
+class ExecutorSection:
+    name: str = setting("local", choice("local", "slurm"), "where runs execute (--executor)", False)
+    slurm: SlurmSection = section(SlurmSection, "Slurm jobs through submitit", results=False)
+
+
 @dataclass
 class Config:
     """A validated configuration; see the module docstring. Build it with :func:`load_config`
@@ -328,6 +407,9 @@ class Config:
     model: ModelSection = section(ModelSection, "network size and crop")
     train: TrainSection = section(TrainSection, "the training loop")
     eval: EvalSection = section(EvalSection, "evaluation")
+    executor: ExecutorSection = section(
+        ExecutorSection, "where runs execute (local or Slurm)", results=False
+    )
     methods: dict[str, dict[str, Any]] = setting({}, lambda k, v: _methods(k, v), "per method")
 
     # ------------------------------------------------------------------------------ build
@@ -370,6 +452,10 @@ class Config:
         data["methods"] = {name: section_} if section_ else {}
         if override:
             data["methods"][name] = {**section_, METHOD_TRAIN_KEY: override}
+            # A method's run length in one unit replaces the invocation's in the other.
+            for unit, other in (("steps", "epochs"), ("epochs", "steps")):
+                if override.get(unit) is not None and other not in override:
+                    data["train"][other] = None
             data["train"].update(override)
         return Config.from_dict(data)
 
@@ -557,6 +643,64 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] | None) ->
     return out
 
 
+# ----------------------------------------------------------------------------------- overlays
+OVERLAY_CONFIG_KEY = "config"
+"""Key of an overlay file whose mapping is merged into the preset (see :func:`load_overlay`)."""
+
+
+def load_overlay(path: str | Path) -> dict[str, Any]:
+    """The configuration part of a tuning overlay (``mmbench tune`` writes them).
+
+    An overlay is YAML with the tuning evidence (grid, val scores, choice) and a ``config``
+    mapping; only ``config`` is applied, and it may hold only ``methods.<name>.train`` keys: an
+    overlay changes what tuning chose for a method, never the shared recipe.
+
+    Raises:
+        ConfigError: missing or unreadable file, or a key outside ``methods.<name>.train``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--overlay {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--overlay {path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get(OVERLAY_CONFIG_KEY), Mapping):
+        raise ConfigError(
+            f"--overlay {path}: expected a mapping with a {OVERLAY_CONFIG_KEY!r} section "
+            "(as written by mmbench tune)"
+        )
+    config = dict(data[OVERLAY_CONFIG_KEY])
+    extra = [k for k in config if k != "methods"]
+    methods = config.get("methods") or {}
+    if extra or not isinstance(methods, Mapping):
+        raise ConfigError(
+            f"--overlay {path}: its config may hold only methods.<name>.train keys; "
+            f"got {', '.join(map(str, extra)) or 'methods: ' + repr(methods)}"
+        )
+    for name, section_ in methods.items():
+        keys = list(section_) if isinstance(section_, Mapping) else [section_]
+        if keys != [METHOD_TRAIN_KEY]:
+            raise ConfigError(
+                f"--overlay {path}: methods.{name} may hold only a {METHOD_TRAIN_KEY!r} mapping; "
+                f"got {section_!r}"
+            )
+    return {"methods": copy.deepcopy(dict(methods))}
+
+
+def apply_overlay(data: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the nested dict ``data`` with an overlay's ``methods.<name>.train`` merged in
+    (key by key: a method's other options stay)."""
+    out = copy.deepcopy(dict(data))
+    methods = out.get("methods") or {}
+    for name, section_ in (overlay.get("methods") or {}).items():
+        current = dict(methods.get(name) or {})
+        train = {**(current.get(METHOD_TRAIN_KEY) or {}), **section_[METHOD_TRAIN_KEY]}
+        methods[name] = {**current, METHOD_TRAIN_KEY: train}
+    out["methods"] = methods
+    return out
+
+
 def load_config(preset: str | Path = "quick", overrides: Sequence[str] | None = None) -> Config:
     """A preset (name or YAML path) with ``--set`` overrides, validated.
 
@@ -571,15 +715,19 @@ __all__ = [
     "Config",
     "DatasetSection",
     "EvalSection",
+    "ExecutorSection",
     "ModelSection",
+    "SlurmSection",
     "SplitSection",
     "SyntheticSection",
     "TrainSection",
+    "apply_overlay",
     "apply_overrides",
     "build_section",
     "config_keys",
     "describe_keys",
     "load_config",
+    "load_overlay",
     "load_preset",
     "non_result_keys",
 ]

@@ -111,8 +111,14 @@ def write_run_folders(
     params: dict[str, float] | None = None,
     status: str = "complete",
     extra_info: dict | None = None,
+    config: dict | None = None,
+    per_method_info: dict[str, dict] | None = None,
 ) -> list[Path]:
-    """Write ``results`` as run folders ``<root>/<dataset>/<method>/seed<S>-fold<F>/``."""
+    """Write ``results`` as run folders ``<root>/<dataset>/<method>/seed<S>-fold<F>/``.
+
+    ``config`` is written as each run's ``config.yaml`` (with an ``environment.json`` naming a
+    commit) when given; ``per_method_info`` adds keys to the ``run.json`` of one method.
+    """
     root = Path(root)
     written = []
     for (dataset, method, seed, fold), rows in results.groupby(
@@ -133,7 +139,14 @@ def write_run_folders(
             "preset": "test",
             "status": status,
             **(extra_info or {}),
+            **(per_method_info or {}).get(method, {}),
         }
         (run / RUN_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if config is not None:
+            import yaml
+
+            (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+            env = {"git_commit": "0123456789abcdef", "packages": {"mmbench": "0.1.0"}}
+            (run / "environment.json").write_text(json.dumps(env), encoding="utf-8")
         written.append(run)
     return written

@@ -307,3 +307,48 @@ def test_checkpoints_load_with_weights_only_and_a_crafted_pickle_is_refused(tmp_
     with pytest.raises(CheckpointError, match="crafted2.pt"):
         load_checkpoint(tmp_path / "crafted2.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_workers_give_the_same_run_and_resume_exactly(tmp_path) -> None:
+    from mmbench.datasets.loader import make_batch_stream
+
+    cfg = replace(TRAIN, steps=8, val_every=3)
+    plain, _ = _train(tmp_path / "plain", cfg)
+
+    def with_workers(path, validator=None, seed_init=0):
+        torch.manual_seed(seed_init)
+        model = Linear(MethodConfig())
+        trainer = Trainer(
+            model,
+            cfg,
+            path,
+            batches,
+            validator=validator,
+            seed=3,
+            progress=False,
+            log=lambda s: None,
+            batch_stream=make_batch_stream(batches, cfg.batch_size, num_workers=2, prefetch=3),
+        )
+        trainer.fit()
+        return model, trainer
+
+    workers, _ = with_workers(tmp_path / "workers")
+    for a, b in zip(plain.parameters(), workers.parameters()):
+        assert torch.equal(a, b)
+
+    calls = {"n": 0}
+
+    def stop_at_third_validation(model) -> float:
+        calls["n"] += 1
+        if calls["n"] == 3:  # at step 8, before its checkpoint: the last one is step 6
+            raise KeyboardInterrupt
+        return 0.0
+
+    with pytest.raises(KeyboardInterrupt):
+        with_workers(tmp_path / "cut", stop_at_third_validation)
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["state"]["step"] == 6
+    resumed, trainer = with_workers(tmp_path / "cut", seed_init=99)
+    assert trainer.state.step == 8
+    for a, b in zip(plain.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)

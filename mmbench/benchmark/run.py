@@ -2,10 +2,17 @@
 
 Rerunning resumes: training continues from the last checkpoint, evaluation from the last scored
 case, and a complete run is only read back.
+
+``run.json`` records, beside the status: ``train_seconds`` and ``eval_seconds`` (summed over
+every invocation of an interrupted and resumed run: training time travels in the checkpoints,
+evaluation time is written as each test case is stored), ``val_score`` (the best val-split mean
+Dice, the score that selected the checkpoint), ``split_name`` and ``split_sha256`` (which split, by
+content), and ``costs`` (:mod:`mmbench.benchmark.costs`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,20 +22,25 @@ from typing import Any
 import pandas as pd
 import torch
 
-from mmbench.benchmark import schema
+from mmbench.benchmark import costs, schema
 from mmbench.benchmark.evaluator import EvalSettings, Evaluator
+from mmbench.benchmark.results import ResultsStore
 from mmbench.benchmark.rundir import (
     STATUS_COMPLETE,
     STATUS_EVALUATING,
     STATUS_TRAINING,
     RunDir,
 )
-from mmbench.benchmark.runtime import environment_info, pick_device
+from mmbench.benchmark.runtime import environment_info, keep_freed_memory, pick_device
+from mmbench.benchmark.schedule import resolve_schedule, with_schedule
+from mmbench.benchmark.status import process_info
 from mmbench.benchmark.trainer import Trainer
 from mmbench.benchmark.validation import make_validator
 from mmbench.config import Config
+from mmbench.datasets.loader import make_training_stream
 from mmbench.datasets.prepare import PreparedData
 from mmbench.datasets.sampling import make_batch_source, make_fit_batches
+from mmbench.datasets.splits import split_name, split_sha256
 from mmbench.methods import create as create_method
 from mmbench.methods import method_info
 from mmbench.methods.base import Strategy
@@ -97,7 +109,23 @@ def run_info(method: str, data: PreparedData, config: Config, seed: int, s: Stra
         "fold": config.split.fold,
         "preset": config.preset,
         "data_root": str(data.root),
+        "split_name": split_name(
+            config.split.file, config.split.seed, config.split.k_folds, config.split.fold
+        ),
+        "split_sha256": split_sha256(data.split),
     }
+
+
+class _TimedStore(ResultsStore):
+    """A results store that calls ``after_rows()`` once each batch of rows is stored."""
+
+    def __init__(self, path: Path, after_rows: Callable[[], None]) -> None:
+        super().__init__(path)
+        self._after_rows = after_rows
+
+    def add_rows(self, rows: Any) -> None:
+        super().add_rows(rows)
+        self._after_rows()
 
 
 def evaluate_run(
@@ -107,13 +135,22 @@ def evaluate_run(
     config: Config,
     seed: int,
     progress: bool = True,
+    on_case: Callable[[float], None] | None = None,
 ) -> float:
-    """Score every test case × the 15 subsets not already in the run's results; seconds."""
+    """Score every test case × the 15 subsets not already in the run's results; seconds.
+
+    ``on_case(seconds so far)`` is called each time a case's rows are stored, so that an
+    interrupted evaluation leaves the time of its finished cases on record.
+    """
+    keep_freed_memory()
     t0 = time.perf_counter()
+    store = run.results()
+    if on_case is not None:
+        store = _TimedStore(run.metrics_path, lambda: on_case(time.perf_counter() - t0))
     evaluator = Evaluator(
         strategy,
         EvalSettings.from_config(config),
-        run.results(),
+        store,
         key={
             "dataset": data.dataset,
             "method": strategy.name,
@@ -126,6 +163,32 @@ def evaluate_run(
     )
     evaluator.run(list(data.split.test), data.test_item)
     return time.perf_counter() - t0
+
+
+def measure_costs(
+    strategy: Strategy,
+    data: PreparedData,
+    config: Config,
+    step_seconds: list[float],
+    previous: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """The run's ``costs`` (:mod:`mmbench.benchmark.costs`), after evaluation. Step time and
+    peak memory of an earlier invocation of the same run are kept where this one did not train
+    or used less."""
+    first_test = data.test_item(data.split.test[0]) if len(data.split.test) else None
+    per_step = costs.median_step_seconds(step_seconds)
+    peak = costs.peak_memory_mb(device)
+    return {
+        "params_inference": strategy.parameter_count(),
+        "params_training": strategy.training_only_parameter_count(),
+        "gflops_forward": costs.forward_gflops(strategy, config.model.patch_size),
+        "train_s_per_step": per_step if per_step is not None else previous.get("train_s_per_step"),
+        "infer_s_per_case": (
+            costs.inference_seconds(strategy, first_test, config) if first_test else None
+        ),
+        "peak_memory_mb": max(peak, float(previous.get("peak_memory_mb") or 0.0)),
+    }
 
 
 def is_complete(run: RunDir, data: PreparedData) -> bool:
@@ -148,14 +211,23 @@ def run_one(
     ``config`` is the invocation's; the run trains with :meth:`Config.for_method` of it and
     writes that to its folder.
     """
+    keep_freed_memory()
     run, config = open_run(method, data, config, seed, Path(out))
     previous = run.read_info()
     if is_complete(run, data):
         log(f"{method} seed {seed}: already complete in {run.path}")
         return summarize(run, previous)
 
+    schedule = resolve_schedule(config.train, len(data.train))
+    config = with_schedule(config, schedule)
+    device = pick_device(config.train.device)
+    costs.reset_peak_memory(device)
     strategy = build_strategy(method, config, seed)
-    info = run_info(method, data, config, seed, strategy)
+    info = {
+        **run_info(method, data, config, seed, strategy),
+        "schedule": schedule.as_dict(),
+        **process_info(),
+    }
     timings = {
         "train_seconds": float(previous.get("train_seconds", 0.0)),
         "eval_seconds": float(previous.get("eval_seconds", 0.0)),
@@ -176,19 +248,40 @@ def run_one(
         ),
         validator=make_validator(data.val, config),
         seed=seed,
-        device=pick_device(config.train.device),
+        device=device,
         progress=progress,
         log=log,
+        batch_stream=make_training_stream(
+            data.train,
+            config.model.patch_size,
+            config.train.intensity_jitter,
+            config.train.batch_size,
+            config.train.num_workers,
+            pin_memory=device.type == "cuda",
+        ),
     )
     if status == STATUS_TRAINING:
-        t0 = time.perf_counter()
         trainer.fit()
-        timings["train_seconds"] += time.perf_counter() - t0
     else:
         trainer.resume()
+    # The checkpoint carries the fit time of every invocation (run.json's may predate it).
+    timings["train_seconds"] = max(trainer.state.train_seconds, timings["train_seconds"])
+    best = trainer.state.best_score
+    info["val_score"] = float(best) if math.isfinite(best) else None
     trainer.load_best()
     run.write_info({**info, "status": STATUS_EVALUATING, **timings})
-    timings["eval_seconds"] += evaluate_run(run, strategy, data, config, seed, progress)
+    eval_before = timings["eval_seconds"]
+
+    def record_eval_time(seconds: float) -> None:
+        timings["eval_seconds"] = eval_before + seconds
+        run.write_info({**info, "status": STATUS_EVALUATING, **timings})
+
+    timings["eval_seconds"] = eval_before + evaluate_run(
+        run, strategy, data, config, seed, progress, on_case=record_eval_time
+    )
+    info["costs"] = measure_costs(
+        strategy, data, config, trainer.step_seconds, previous.get("costs") or {}, device
+    )
     final = {**info, "status": STATUS_COMPLETE, **timings}
     run.write_info(final)
     return summarize(run, final)

@@ -8,7 +8,9 @@ training log and progress bars. Strategies only compute losses (:meth:`Strategy.
 Exact resume: every random choice of step ``t`` (cases in the batch, crop and flips, the subset,
 and torch's global generator used by dropout or sampling inside a strategy) is seeded from
 ``(seed, t)``. A run resumed from the checkpoint of step ``t`` therefore replays steps ``t+1…``
-exactly as the uninterrupted run would have.
+exactly as the uninterrupted run would have. With a ``batch_stream`` (worker processes building
+batches ahead), the loop hands the workers each step's generator state at the point where the
+batch is drawn (:mod:`mmbench.datasets.loader`), so the batches are the same as without workers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,7 @@ class TrainerState:
     best_score: float = -math.inf
     best_step: int = -1
     best_stage: int = -1  # stage index the best weights were saved in
+    train_seconds: float = 0.0  # wall time in fit() over every invocation, up to the checkpoint
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,7 +124,13 @@ class TrainerState:
 
 BatchSource = Callable[[np.random.Generator, int], dict[str, torch.Tensor]]
 """``(rng, batch_size) → {"image": N×4×…, "regions": N×3×…, "compartments": N×3×…}``, full
-modalities; the loop applies the subset."""
+modalities; the loop applies the subset. A compact batch has a float16 image and, instead of the
+masks, ``targets``: the uint8 N×D×H×W bit field of :mod:`mmbench.datasets.arrays`; both are
+converted on the device."""
+
+BatchStream = Callable[[Iterable[tuple[int, dict[str, Any]]]], Iterator[tuple[int, dict]]]
+"""``keys → (step, batch)`` for keys ``(step, generator state at the batch draw)``, in order
+(:func:`mmbench.datasets.loader.make_batch_stream`)."""
 
 Validator = Callable[[Strategy], float]
 """Scores the strategy on the val split (higher is better)."""
@@ -138,6 +147,8 @@ class Trainer:
         fit_batches: yields full-modality training batches for ``fit`` stages.
         validator: scores the model on the val split; ``None`` disables selection.
         seed: the run's seed.
+        batch_stream: builds the batches of a stage ahead (worker processes); ``None`` draws
+            each from ``batches`` in the loop.
     """
 
     def __init__(
@@ -152,8 +163,10 @@ class Trainer:
         device: torch.device | None = None,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        batch_stream: BatchStream | None = None,
     ) -> None:
         self.strategy = strategy
+        self.batch_stream = batch_stream
         self.cfg = train_config
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -183,6 +196,8 @@ class Trainer:
         )
         self.state = TrainerState()
         self._log_fields: list[str] | None = None
+        self.step_seconds: list[float] = []  # wall time of each step this invocation ran
+        self._clock: float | None = None  # when fit() time was last added to the state
 
     # ------------------------------------------------------------------------------ set-up
     def _check_stages(self) -> None:
@@ -213,7 +228,16 @@ class Trainer:
         return counts
 
     # ------------------------------------------------------------------------ checkpoints
+    def _add_elapsed(self) -> None:
+        # Fit time goes into the state with every checkpoint, so a killed run's time up to its
+        # last checkpoint survives the kill and a resumed run keeps adding to it.
+        if self._clock is not None:
+            now = time.perf_counter()
+            self.state.train_seconds += now - self._clock
+            self._clock = now
+
     def _checkpoint(self) -> dict[str, Any]:
+        self._add_elapsed()
         rng = {
             "python": random.getstate(),
             "numpy": numpy_state(),
@@ -302,14 +326,18 @@ class Trainer:
             writer.writerow(row)
 
     # ------------------------------------------------------------------------------- loop
-    def _make_batch(self, rng: np.random.Generator, subset: Subset) -> dict[str, Any]:
-        raw = self.batches(rng, self.cfg.batch_size)
-        full = raw["image"].to(self.device, non_blocking=True)
+    def _make_batch(self, raw: dict[str, torch.Tensor], subset: Subset) -> dict[str, Any]:
+        if "targets" in raw:  # a compact batch: the masks as one bit field, decoded here
+            from mmbench.datasets.arrays import decode_targets_tensor
+
+            bits = raw["targets"].to(self.device, non_blocking=True)
+            raw = {**raw, **decode_targets_tensor(bits)}
+        full = raw["image"].to(self.device, non_blocking=True).float()
         return {
             "image": zero_absent(full, subset),
             "image_full": full,
-            "regions": raw["regions"].to(self.device, non_blocking=True),
-            "compartments": raw["compartments"].to(self.device, non_blocking=True),
+            "regions": raw["regions"].to(self.device, non_blocking=True).float(),
+            "compartments": raw["compartments"].to(self.device, non_blocking=True).float(),
             "available": subset.available,
             "subset": subset,
         }
@@ -380,6 +408,7 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(self.seed, self.cfg.deterministic)
         self.resume()
+        self._clock = time.perf_counter()
         val_every = self.cfg.val_every
         log_every = self.cfg.log_every
         bar = tqdm(
@@ -400,17 +429,27 @@ class Trainer:
                     self._next_stage()
                     continue
                 self.strategy.train()
-                while self.state.stage_step < n_steps:
-                    self._train_step(stage, n_steps, log_every)
-                    bar.update(1)
-                    interruption_point("train", self.state.step)
-                    end_of_stage = self.state.stage_step == n_steps
-                    if (val_every and self.state.stage_step % val_every == 0) or end_of_stage:
-                        self._validate(stage)
-                        self.save()
+                stream = self._stream(stage, n_steps)
+                try:
+                    while self.state.stage_step < n_steps:
+                        t_step = time.perf_counter()
+                        self._train_step(stage, n_steps, log_every, stream)
+                        self.step_seconds.append(time.perf_counter() - t_step)
+                        bar.update(1)
+                        interruption_point("train", self.state.step)
+                        end_of_stage = self.state.stage_step == n_steps
+                        if (val_every and self.state.stage_step % val_every == 0) or end_of_stage:
+                            self._validate(stage)
+                            self.save()
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close is not None:
+                        close()  # stops the worker processes
                 self._next_stage()
         finally:
             bar.close()
+            self._add_elapsed()
+            self._clock = None
         return self.state
 
     def _next_stage(self) -> None:
@@ -430,17 +469,49 @@ class Trainer:
             self.state.fitted.append(stage.name)
         self.log(f"{self.strategy.name}: fitted stage {stage.name!r}")
 
-    def _train_step(self, stage: Stage, n_steps: int, log_every: int) -> None:
-        step = self.state.step + 1
+    def _step_draws(self, stage: Stage, step: int) -> tuple[np.random.Generator, int, Subset]:
+        """Step ``step``'s generator (positioned at the batch draw), torch seed and subset."""
         rng = step_rng(self.seed, step)
-        torch.manual_seed(int(rng.integers(2**62)))
+        torch_seed = int(rng.integers(2**62))
         if stage.subset is not None:
             subset = as_subset(stage.subset)
         elif self.strategy.train_subsets == "full":
             subset = FULL
         else:
             subset = self.sampler.draw(rng)
-        batch = self._make_batch(rng, subset)
+        return rng, torch_seed, subset
+
+    def _stream(self, stage: Stage, n_steps: int) -> Iterator[tuple[int, dict]] | None:
+        """The batches of the rest of ``stage`` from :attr:`batch_stream`, if one was given."""
+        if self.batch_stream is None:
+            return None
+        first = self.state.step + 1
+        last = self.state.step + n_steps - self.state.stage_step
+
+        def keys() -> Iterator[tuple[int, dict[str, Any]]]:
+            for step in range(first, last + 1):
+                yield step, self._step_draws(stage, step)[0].bit_generator.state
+
+        return iter(self.batch_stream(keys()))
+
+    def _train_step(
+        self,
+        stage: Stage,
+        n_steps: int,
+        log_every: int,
+        stream: Iterator[tuple[int, dict]] | None = None,
+    ) -> None:
+        step = self.state.step + 1
+        rng, torch_seed, subset = self._step_draws(stage, step)
+        if stream is None:
+            raw = self.batches(rng, self.cfg.batch_size)
+        else:
+            got, raw = next(stream)
+            if got != step:
+                raise RuntimeError(f"the batch stream gave step {got}'s batch at step {step}")
+        # After the batch: starting a DataLoader draws from torch's global generator.
+        torch.manual_seed(torch_seed)
+        batch = self._make_batch(raw, subset)
         ctx = StepContext(
             step, self.total_steps, stage.name, self.state.stage_step + 1, n_steps, subset
         )

@@ -125,8 +125,10 @@ def prepare_data(
         config: the validated configuration (``dataset``, ``split``, ``train.num_workers``).
         root: the data folder (see :func:`data_root`).
         split, split_path: see :func:`choose_split`.
-        cache: overrides ``dataset.cache`` (``memory``, ``disk``, ``none``).
-        cache_dir: where ``cache="disk"`` keeps preprocessed cases (default
+        cache: overrides ``dataset.cache`` (``memory``, ``disk``, ``mmap``, ``none``). ``mmap``
+            writes the training cases once as memory-mapped float16 arrays that training reads
+            crop by crop (:mod:`mmbench.datasets.arrays`); val and test cases as ``disk``.
+        cache_dir: where ``cache="disk"``/``"mmap"`` keeps preprocessed cases (default
             ``results/.cache/<dataset>``: a downloaded data root may be read-only).
     """
     from mmbench.datasets.transforms import build_preprocess, make_cached_dataset
@@ -140,14 +142,27 @@ def prepare_data(
     by_id = {c.id: c for c in index.cases}
     pre = build_preprocess(index.spec, normalization=config.dataset.normalization)
     cache = cache or config.dataset.cache
-    if cache == "disk" and cache_dir is None:
+    if cache in ("disk", "mmap") and cache_dir is None:
         cache_dir = Path("results") / ".cache" / dataset
 
-    def cached(ids: Sequence[str]) -> Any:
+    def cached(ids: Sequence[str], train: bool = False) -> Any:
+        items = [by_id[i].as_item() for i in ids]
+        if cache == "mmap" and train and items:
+            from mmbench.datasets.arrays import build_array_cache
+
+            return build_array_cache(
+                items,
+                index.spec.name,
+                cache_dir,  # type: ignore[arg-type]
+                normalization=config.dataset.normalization,
+                num_workers=max(1, config.train.num_workers),
+                progress=progress,
+            )
         return make_cached_dataset(
-            [by_id[i].as_item() for i in ids],
+            items,
             pre,
-            cache=cache,
+            # mmap: evaluation reads whole volumes, kept on disk as float32
+            cache="disk" if cache == "mmap" else cache,
             cache_dir=cache_dir,
             num_workers=config.train.num_workers,
         )
@@ -159,7 +174,7 @@ def prepare_data(
         spec=index.spec,
         split=chosen,
         problems=list(index.problems),
-        train=cached(chosen.train),
+        train=cached(chosen.train, train=True),
         val=cached(chosen.val),
         test=cached(chosen.test),
     )

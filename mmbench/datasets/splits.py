@@ -14,15 +14,23 @@ Split files (:meth:`Split.from_file`) come in three forms:
       Brats18_TCIA01_131_1
 
 * a folder holding ``train.txt``, ``val.txt`` and ``test.txt`` (one case id per line each).
+
+Built-in splits (:func:`list_builtin_splits`) are published case lists shipped in
+``mmbench/data/splits/`` with their provenance, e.g. RFNet's three BraTS 2018 splits; a built-in
+name (``rfnet-brats2018-1``) is accepted wherever a split file is. :func:`split_sha256` hashes a
+split's content, so a run records exactly which split it used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -229,8 +237,140 @@ def make_split(
     return Split(train=expand(train_g), val=expand(val_g), test=expand(test_g))
 
 
+def split_sha256(split: Split) -> str:
+    """SHA-256 (hex) of a split's content: the compact JSON of ``{"test", "train", "val"}`` with
+    each list sorted, so the order of ids and the file format do not change it."""
+    canonical = {k: sorted(getattr(split, k)) for k in SPLIT_NAMES}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------ built-in splits
+BUILTIN_SPLITS_DIR = "data/splits"
+
+
+@dataclass(frozen=True)
+class BuiltinSplit:
+    """A published split shipped with mmbench (``mmbench/data/splits/<name>.json``).
+
+    Attributes:
+        name: the built-in name (``rfnet-brats2018-1``).
+        dataset: the dataset its case ids belong to (``brats2018``).
+        split: the case lists, in the order of the source file.
+        source: ``owner/repo@commit:path`` of every list read.
+        notes: provenance notes of the file.
+    """
+
+    name: str
+    dataset: str
+    split: Split
+    source: tuple[str, ...]
+    notes: str
+
+    def as_row(self) -> dict[str, Any]:
+        """``{name, dataset, train, val, test, sha256}`` (counts of case ids)."""
+        s = self.split
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "train": len(s.train),
+            "val": len(s.val),
+            "test": len(s.test),
+            "sha256": split_sha256(s),
+        }
+
+
+def _builtin_files() -> dict[str, Any]:
+    folder = resources.files("mmbench").joinpath(BUILTIN_SPLITS_DIR)
+    return {
+        f.name.removesuffix(".json"): f
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".json")
+    }
+
+
+def builtin_split_names() -> list[str]:
+    """Names of the built-in splits, sorted."""
+    return sorted(_builtin_files())
+
+
+def builtin_split(name: str) -> BuiltinSplit:
+    """A built-in split by name.
+
+    Raises:
+        SplitError: unknown name (the message lists the built-ins).
+    """
+    files = _builtin_files()
+    if name not in files:
+        raise SplitError(
+            f"unknown built-in split {name!r}; built-in splits: {', '.join(sorted(files))}"
+        )
+    data = json.loads(files[name].read_text(encoding="utf-8"))
+    return BuiltinSplit(
+        name=name,
+        dataset=str(data.get("dataset", "")),
+        split=Split.from_dict(data),
+        source=tuple(data.get("source") or ()),
+        notes=str(data.get("notes", "")),
+    )
+
+
+def list_builtin_splits() -> list[dict[str, Any]]:
+    """One :meth:`BuiltinSplit.as_row` per built-in split (what ``mmbench data splits`` lists)."""
+    return [builtin_split(n).as_row() for n in builtin_split_names()]
+
+
+def is_builtin_split(value: str | Path | None) -> bool:
+    """Whether ``split.file`` names a built-in split (an existing path of that name wins)."""
+    return (
+        value is not None and str(value) in builtin_split_names() and not Path(str(value)).exists()
+    )
+
+
+def split_name(
+    file: str | Path | None, seed: int = 0, k_folds: int | None = None, fold: int = 0
+) -> str:
+    """How a run names its split: the built-in name, the split file's path, or the seeded
+    split's settings (``seeded:seed=0`` / ``seeded:seed=0,fold=1/5``)."""
+    if file is not None:
+        return str(file) if is_builtin_split(file) else str(Path(str(file)).resolve())
+    if k_folds:
+        return f"seeded:seed={seed},fold={fold}/{k_folds}"
+    return f"seeded:seed={seed}"
+
+
+def check_split_file(value: str | Path | None) -> None:
+    """Refuse a ``split.file`` that is neither an existing path nor a built-in name (before any
+    data work).
+
+    Raises:
+        SplitError: the message lists the built-in names.
+    """
+    if value is None or is_builtin_split(value) or Path(str(value)).exists():
+        return
+    raise SplitError(
+        f"split.file {str(value)!r} is neither a file nor a built-in split; built-in: "
+        + ", ".join(builtin_split_names())
+    )
+
+
 def load_split(path: str | Path, cases: Sequence[Case]) -> Split:
-    """Read a user split file and check it names only known case ids."""
+    """Read a split file, or a built-in split by name, and check it names only known case ids.
+
+    Raises:
+        SplitError: a missing file (the message lists the built-in names), an unreadable one,
+            or ids not in the dataset (naming the built-in split's own dataset).
+    """
+    if is_builtin_split(path):
+        builtin = builtin_split(str(path))
+        try:
+            builtin.split.check(c.id for c in cases)
+        except SplitError as exc:
+            raise SplitError(
+                f"built-in split {builtin.name!r} is a {builtin.dataset} split: {exc}"
+            ) from exc
+        return builtin.split
+    check_split_file(path)
     split = Split.from_file(path)
     split.check(c.id for c in cases)
     return split

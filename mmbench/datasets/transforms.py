@@ -16,7 +16,7 @@ exactly (crop undone by zero padding, then the orientation undone).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,25 @@ class RandTumourCropd(Randomizable, MapTransform):
         self.pos_ratio = pos_ratio
 
     def _start(self, label: torch.Tensor) -> np.ndarray:
-        shape = np.asarray(label.shape[1:])
+        return self.draw_start(
+            label.shape[1:], lambda: torch.nonzero(torch.as_tensor(label)[0]).cpu().numpy()
+        )
+
+    def draw_start(
+        self,
+        shape: Sequence[int],
+        foreground: Callable[[], Any],
+        offset: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """The crop's first voxel in a volume of ``shape``, drawn with this transform's state.
+
+        ``foreground()`` gives the tumour voxels as an N×3 array-like in C order (what
+        ``torch.nonzero`` returns), called only when a tumour-centred crop is drawn; ``offset``
+        is added to the chosen voxel (the padding before a volume stored unpadded). Both data
+        paths (:mod:`mmbench.datasets.sampling`, :mod:`mmbench.datasets.arrays`) draw through
+        here, so they consume the random state identically.
+        """
+        shape = np.asarray(shape)
         size = np.asarray(self.spatial_size)
         if np.any(shape < size):
             raise ConfigError(
@@ -218,9 +236,11 @@ class RandTumourCropd(Randomizable, MapTransform):
             )
         centre = None
         if self.R.rand() < self.pos_ratio:
-            fg = torch.nonzero(torch.as_tensor(label)[0])
+            fg = foreground()
             if len(fg):
-                centre = fg[self.R.randint(len(fg))].cpu().numpy()
+                centre = np.asarray(fg[self.R.randint(len(fg))], dtype=np.int64)
+                if offset is not None:
+                    centre = centre + np.asarray(offset)
         if centre is None:
             centre = np.array([self.R.randint(s) for s in shape])
         return np.clip(centre - size // 2, 0, shape - size)

@@ -92,6 +92,7 @@ def evaluate_prediction_dir(
     regions: Sequence[str] = REGIONS,
     n_jobs: int = 1,
     results_root: str | Path = "results",
+    split_from: str | Path | None = None,
 ) -> pd.DataFrame:
     """Score every prediction under ``pred_dir`` against the dataset's reference labels.
 
@@ -109,9 +110,12 @@ def evaluate_prediction_dir(
         regions: regions to score.
         n_jobs: joblib workers for the metrics of one case.
         results_root: parent of the default ``out``.
+        split_from: a run folder (its ``split.json``) or a split file (JSON with a ``test``
+            list): only that split's test cases are scored, so the result compares like with
+            like with that run; predictions of other cases are left out with a warning.
 
     Returns:
-        The tidy rows written to ``<out>/metrics.csv``.
+        The tidy rows written to ``<out>/metrics.csv`` (``attrs["run_dir"]``: that folder).
 
     Raises:
         PredictionError: a file has the wrong shape or unknown label values, or no prediction
@@ -140,6 +144,24 @@ def evaluate_prediction_dir(
             stacklevel=2,
         )
     todo = [c for c in sorted(preds) if c in by_id]
+    split_file = None
+    if split_from is not None:
+        split_file, test = read_test_split(split_from)
+        outside = [c for c in todo if c not in test]
+        if outside:
+            warnings.warn(
+                f"{len(outside)} predicted case(s) are not test cases of {split_file} and are "
+                f"not scored: {', '.join(outside[:5])}",
+                stacklevel=2,
+            )
+        missing = sorted(set(test) - set(todo))
+        if missing:
+            warnings.warn(
+                f"{len(missing)} test case(s) of {split_file} have no prediction: "
+                f"{', '.join(missing[:5])}; the report will compare on the common units only",
+                stacklevel=2,
+            )
+        todo = [c for c in todo if c in test]
     if not todo:
         raise PredictionError(
             f"no prediction under {pred_dir} matches a {spec.name} case under {root}; "
@@ -185,9 +207,37 @@ def evaluate_prediction_dir(
             "data_root": str(root),
             "label_convention": label_convention,
             "policy": policy.as_dict(),  # type: ignore[attr-defined]
+            "split_from": str(split_file) if split_file is not None else None,
         }
     )
-    return run.results().frame()
+    frame = run.results().frame()
+    frame.attrs["run_dir"] = str(run.path)
+    return frame
+
+
+def read_test_split(split_from: str | Path) -> tuple[Path, set[str]]:
+    """``(split file, test case ids)`` of a run folder (its ``split.json``) or a split file.
+
+    Raises:
+        PredictionError: no split file there, or one without a ``test`` list.
+    """
+    import json
+
+    path = Path(split_from)
+    if path.is_dir():
+        path = path / "split.json"
+    if not path.is_file():
+        raise PredictionError(
+            f"no split at {split_from}: give a run folder holding split.json or a split file"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise PredictionError(f"{path} is not a JSON split file: {exc}") from exc
+    test = data.get("test") if isinstance(data, dict) else None
+    if not isinstance(test, list) or not test:
+        raise PredictionError(f"{path} has no 'test' list of case ids")
+    return path, {str(c) for c in test}
 
 
 __all__: Sequence[str] = (
@@ -197,4 +247,5 @@ __all__: Sequence[str] = (
     "label_map_from_regions",
     "parse_prediction_name",
     "prediction_file_name",
+    "read_test_split",
 )

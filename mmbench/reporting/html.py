@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ tr.avg td { border-top: 2px solid #888; font-weight: 600; }
 tr.ci td { color: #555; font-size: 11px; }
 ul.notes { font-size: 12px; color: #444; }
 figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 12px; color: #555; }
+figcaption { font-size: 12px; color: #555; } figcaption .file { color: #999; }
 .scroll { overflow-x: auto; }
 """
 
@@ -55,7 +54,7 @@ def result_table_html(table: ResultTable) -> str:
     out.append(
         "<tr>"
         + "".join(f"<th>{m}</th>" for m in MODALITIES)
-        + "".join(f"<th>{e(m)}</th>" for _ in table.regions for m in table.methods)
+        + "".join(f"<th>{e(table.header(m))}</th>" for _ in table.regions for m in table.methods)
         + "</tr>"
     )
     for row in table.rows:
@@ -80,10 +79,12 @@ def result_table_html(table: ResultTable) -> str:
 def frame_html(heading: str, frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """A plain DataFrame as an HTML table with a heading and notes."""
 
+    from mmbench.reporting.family import _fmt
+
+    decimals = int(frame.attrs.get("decimals", 2))  # the costs table asks for 4 significant digits
+
     def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.2f}"
-        return html.escape(str(v))
+        return html.escape(_fmt(v, decimals))
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
@@ -96,13 +97,18 @@ def frame_html(heading: str, frame: pd.DataFrame, notes: Sequence[str] = ()) -> 
     )
 
 
-def figure_html(png: Path) -> str:
-    """An ``<img>`` with the PNG inlined as base64."""
+def figure_html(png: Path, caption: str | None = None) -> str:
+    """An ``<img>`` with the PNG inlined as base64 and a caption saying what it shows (default:
+    :func:`~mmbench.reporting.plots.figure_caption` of its file name)."""
+    from mmbench.reporting.plots import figure_caption
+
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    name = html.escape(Path(png).stem)
+    text = html.escape(caption or figure_caption(png))
+    name = html.escape(Path(png).name)
     return (
-        f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{name} (PDF beside the PNG)</figcaption></figure>"
+        f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
+        f'<figcaption>{text} <span class="file">(figures/{name}; PDF beside it)</span>'
+        "</figcaption></figure>"
     )
 
 

@@ -60,38 +60,73 @@ def _colours(n: int) -> list:
 
 
 def _short(subset: str) -> str:
-    """Compact subset label for crowded axes, e.g. ``T1ce+FLAIR`` → ``T1c+FL``."""
-    if subset == AVG:
-        return subset
-    return subset.replace("T1ce", "T1c").replace("FLAIR", "FL")
+    """Subset label on axes: the table's own names (T1, T1ce, T2, FLAIR), never abbreviated."""
+    return subset
+
+
+def axis_label(metric: str) -> str:
+    """Axis label of a metric with its unit once, e.g. ``HD95 (mm)``, ``Dice (%)``."""
+    return metric_info(metric).label
+
+
+def change_label(metric: str) -> str:
+    """Axis label of a difference of a metric: percentages differ in percentage points."""
+    info = metric_info(metric)
+    name = info.label.split(" (")[0]
+    if info.label.endswith("(%)"):
+        return f"drop in {name} (percentage points)"
+    unit = info.label[len(name) :].strip()
+    return f"drop in {name} {unit}".strip()
 
 
 def heatmap(table: ResultTable, out_dir: Path) -> list[Path]:
-    """Method × subset heatmap, one panel per region, for one table."""
+    """Method × subset heatmap, one panel per region stacked vertically, for one table.
+
+    Panels share the subset axis (full subset names, as in the tables, under the last panel);
+    every cell carries its value at a size readable in print, in black on light cells and white
+    on dark ones.
+    """
     info = table.info
     rows = table.rows
     nm = len(table.methods)
-    fig = _new_figure(4.2 * len(table.regions) + 1.0, 0.6 + 0.32 * nm + 1.2)
-    axes = fig.subplots(1, len(table.regions), squeeze=False)[0]
+    nr = len(table.regions)
+    panel = 0.35 + 0.3 * nm
+    top, bottom = 0.55, 1.35
+    fig = _new_figure(10.0, nr * panel + (nr - 1) * 0.3 + top + bottom)
+    axes = fig.subplots(nr, 1, squeeze=False, sharex=True)[:, 0]
     values = table.mean.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     cmap = "viridis" if info.higher_better else "viridis_r"
-    annotate = nm * len(rows) <= 100
-    _margins(fig, 1.2, 1.1, 1.1, 0.5, wspace=0.35)
+    annotate = nm <= 24
+    _margins(fig, 1.6, bottom, 1.3, top, hspace=0.3 / panel)
+    mid = (vmin + vmax) / 2
     for ax, region in zip(axes, table.regions):
         data = table.mean[region].to_numpy(dtype=float).T
         im = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_title(f"{region}", fontsize=10)
-        ax.set_xticks(range(len(rows)), [_short(r) for r in rows], rotation=90, fontsize=6)
-        ax.set_yticks(range(nm), table.methods, fontsize=7)
-        ax.axvline(len(rows) - 1.5, color="white", lw=1.5)
+        ax.set_ylabel(region, fontsize=10, rotation=0, ha="left", va="center", labelpad=6)
+        ax.yaxis.set_label_position("right")
+        ax.set_yticks(range(nm), [table.header(m) for m in table.methods], fontsize=8)
+        ax.axvline(len(rows) - 1.5, color="white", lw=2)
         if annotate:
             for i in range(nm):
                 for j in range(len(rows)):
                     if np.isfinite(data[i, j]):
-                        ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=5)
-    cax = fig.add_axes((1 - 0.9 / fig.get_size_inches()[0], 0.25, 0.015, 0.6))
+                        # dark text on the light end of the colour map, light text elsewhere
+                        light = (data[i, j] > mid) == info.higher_better
+                        ax.text(
+                            j,
+                            i,
+                            f"{data[i, j]:.{1 if abs(data[i, j]) < 10 else 0}f}",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            color="black" if light else "white",
+                        )
+    axes[-1].set_xticks(range(len(rows)), [_short(r) for r in rows], rotation=60, ha="right")
+    axes[-1].tick_params(axis="x", labelsize=8)
+    w, h = fig.get_size_inches()
+    cax = fig.add_axes((1 - 0.75 / w, bottom / h, 0.15 / w, 1 - (top + bottom) / h))
     fig.colorbar(im, cax=cax, label=info.label)
     fig.suptitle(f"{info.label} per method and subset — {table.dataset}", fontsize=10)
     return save_figure(fig, out_dir / f"heatmap_{table.dataset}_{table.metric}")
@@ -129,9 +164,10 @@ def distributions(
     regions = [r for r in regions if r in set(cm.index.get_level_values("region"))]
     colours = _colours(len(methods))
     nm = len(methods)
-    fig = _new_figure(max(8.0, 0.08 * nm * len(subsets) + 2.0), 2.3 * len(regions) + 1.6)
-    _margins(fig, 0.8, 0.9, 0.2, 0.7, hspace=0.45)
-    axes = fig.subplots(len(regions), 1, squeeze=False)[:, 0]
+    # Full subset names (as in the tables) under the last panel only: the panels share the axis.
+    fig = _new_figure(max(8.0, 0.08 * nm * len(subsets) + 2.0), 2.0 * len(regions) + 2.0)
+    _margins(fig, 0.8, 1.35, 0.2, 0.6, hspace=0.15)
+    axes = fig.subplots(len(regions), 1, squeeze=False, sharex=True)[:, 0]
     groups = {key: block for key, block in cm.groupby(level=["region", "subset"])}
     half = 0.4
     for ax, region in zip(axes, regions):
@@ -163,16 +199,12 @@ def distributions(
                 ax.scatter(fx, fy, s=1.5, color=colours[j], alpha=0.6, linewidths=0)
         ax.autoscale_view()
         ax.set_xlim(-1, len(subsets) * (nm + 1) - 1)
-        ax.set_xticks(
-            [i * (nm + 1) + (nm - 1) / 2 for i in range(len(subsets))],
-            [_short(s) for s in subsets],
-            rotation=45,
-            ha="right",
-            fontsize=7,
-        )
-        ax.set_ylabel(f"{region} {metric_info(metric).label}", fontsize=8)
+        ax.set_xticks([i * (nm + 1) + (nm - 1) / 2 for i in range(len(subsets))])
+        ax.tick_params(axis="x", labelbottom=ax is axes[-1])
+        ax.set_ylabel(f"{region} {axis_label(metric)}", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", lw=0.3, alpha=0.5)
+    axes[-1].set_xticklabels([_short(s) for s in subsets], rotation=45, ha="right", fontsize=8)
     handles = [Patch(facecolor=c, label=m) for m, c in zip(methods, colours)]
     fig.legend(handles=handles, loc="upper center", ncols=min(nm, 6), fontsize=7, frameon=False)
     return save_figure(fig, out_dir / f"distribution_{dataset}_{metric}")
@@ -187,6 +219,18 @@ def overall_average(df: pd.DataFrame, dataset: str, metric: str) -> pd.Series:
     return per_subset.groupby(level="region").mean().mean(axis=0)
 
 
+def seed_spread(df: pd.DataFrame, dataset: str, metric: str) -> pd.Series:
+    """Per method: the std across seeds of :func:`overall_average` (NaN with one seed)."""
+    rows = df[(df["dataset"] == dataset) & (df["metric"] == metric)]
+    if rows.empty or "seed" not in rows.columns:
+        return pd.Series(dtype=float)
+    scale = metric_info(metric).scale
+    per = rows.groupby(["method", "seed", "region", "subset"])["value"].mean() * scale
+    overall = per.groupby(level=["method", "seed", "region"]).mean()
+    overall = overall.groupby(level=["method", "seed"]).mean()
+    return overall.groupby(level="method").std(ddof=1)
+
+
 def performance_vs_params(
     df: pd.DataFrame,
     dataset: str,
@@ -194,10 +238,20 @@ def performance_vs_params(
     params: Mapping[str, float],
     families: Mapping[str, str],
     metrics: Sequence[str] = ("dice", "hd95", "iou", "sensitivity"),
+    cost_label: str = "parameters (M)",
+    scale: float = 1e-6,
+    stem: str | None = None,
 ) -> list[Path]:
-    """Avg. over regions and subsets against parameter count (AdaMM paper, figure 9).
+    """Avg. over regions and subsets against a cost per method (AdaMM paper, figure 9); with
+    several seeds, error bars of ± the std across seeds.
 
-    Returns no paths when no method has a parameter count.
+    Args:
+        params: cost per method (default use: inference parameters); multiplied by ``scale``
+            for the axis, which is logarithmic.
+        cost_label: x-axis label.
+        stem: file name stem (default ``params_<dataset>``).
+
+    Returns no paths when no method has a positive cost.
     """
     metrics = [m for m in metrics if (df["metric"] == m).any()]
     known = {m: p for m, p in params.items() if p is not None and math.isfinite(p) and p > 0}
@@ -210,21 +264,27 @@ def performance_vs_params(
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         avg = overall_average(df[df["method"].isin(list(known))], dataset, metric)
+        spread = seed_spread(df, dataset, metric)
         for method, value in avg.items():
             if not np.isfinite(value):
                 continue
-            x = known[method] / 1e6
-            ax.scatter(x, value, s=30, color=colour[families.get(method, "unknown")], zorder=3)
+            x = known[method] * scale
+            c = colour[families.get(method, "unknown")]
+            ax.scatter(x, value, s=30, color=c, zorder=3)
+            err = float(spread.get(method, float("nan")))
+            if np.isfinite(err):  # ± std across seeds
+                ax.errorbar(x, value, yerr=err, color=c, lw=0.8, capsize=2, zorder=2)
             ax.annotate(method, (x, value), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("parameters (M)", fontsize=8)
-        ax.set_ylabel(metric_info(metric).label + " (Avg.)", fontsize=8)
+        ax.set_xlabel(cost_label, fontsize=8)
+        ax.set_ylabel(axis_label(metric), fontsize=8)
+        ax.set_title(f"{AVG} over regions and subsets", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(lw=0.3, alpha=0.5)
     handles = [Line2D([], [], ls="", marker="o", color=colour[f], label=f) for f in fams]
     fig.legend(handles=handles, loc="upper center", ncols=min(len(fams), 4), fontsize=7)
-    return save_figure(fig, out_dir / f"params_{dataset}")
+    return save_figure(fig, out_dir / (stem or f"params_{dataset}"))
 
 
 def modality_drop(table: ResultTable, out_dir: Path) -> list[Path]:
@@ -254,14 +314,14 @@ def modality_drop(table: ResultTable, out_dir: Path) -> list[Path]:
             base = table.mean.loc[full, (region, method)]
             drops = [base - table.mean.loc[triples[m], (region, method)] for m in mods]
             xs = np.arange(len(mods)) + (j - (nm - 1) / 2) * width
-            ax.bar(xs, drops, width=width, color=colours[j], label=method)
+            ax.bar(xs, drops, width=width, color=colours[j], label=table.header(method))
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(mods)), [f"−{m}" for m in mods], fontsize=8)
         ax.set_title(region, fontsize=10)
-        ax.set_ylabel(f"drop in {table.info.label}", fontsize=8)
+        ax.set_ylabel(change_label(table.metric), fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", lw=0.3, alpha=0.5)
-    handles = [Patch(facecolor=c, label=m) for m, c in zip(table.methods, colours)]
+    handles = [Patch(facecolor=c, label=table.header(m)) for m, c in zip(table.methods, colours)]
     fig.legend(handles=handles, loc="upper center", ncols=min(nm, 6), fontsize=7, frameon=False)
     return save_figure(fig, out_dir / f"modality_drop_{table.dataset}_{table.metric}")
 
@@ -291,3 +351,37 @@ def synthesis_plot(df: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
         ax.set_title(metric.upper(), fontsize=10)
         ax.legend(fontsize=7)
     return save_figure(fig, out_dir / f"synthesis_{dataset}")
+
+
+FIGURE_CAPTIONS: dict[str, str] = {
+    "heatmap": "{label} of every method (rows) on every modality subset and the {avg} "
+    "(columns), one panel per region.",
+    "distribution": "Per-case {label} per modality subset: box = quartiles, whiskers = 1.5 IQR, "
+    "dots = outliers; one colour per method, one panel per region.",
+    "params": "{avg} over regions and subsets against the number of parameters used at inference "
+    "(log axis); colour = family; error bars (with several seeds): ± std across seeds.",
+    "cost": "{avg} over regions and subsets against a cost (log axis); colour = family; "
+    "error bars (with several seeds): ± std across seeds.",
+    "modality_drop": "Drop of the full-set {label} when one modality is removed "
+    "(full set minus the set without it), per method and region.",
+    "qualitative": "One test case, axial slice with the largest tumour area, on its T1ce image: "
+    "reference contours dashed, predictions solid (WT yellow, TC red, ET cyan).",
+    "synthesis": "Mean PSNR and SSIM of the synthesised modalities.",
+}
+
+
+def figure_caption(path: str | Path) -> str:
+    """A sentence describing a report figure, from its file name."""
+    stem = Path(path).stem
+    metric = stem.rsplit("_", 1)[-1]
+    for key, text in FIGURE_CAPTIONS.items():
+        if stem.startswith(key + "_"):
+            dataset = stem[len(key) + 1 :]
+            if key in ("heatmap", "distribution", "modality_drop"):
+                dataset = dataset.rsplit("_", 1)[0]
+            label = metric_info(metric).label if metric in _KNOWN_METRICS else "value"
+            return f"{dataset}: " + text.format(label=label, avg=AVG)
+    return stem
+
+
+_KNOWN_METRICS = ("dice", "hd95", "iou", "sensitivity", "specificity")

@@ -21,6 +21,40 @@ from mmbench.subsets import ALL_SUBSETS, Subset, as_subset
 DEFAULT_SUBSETS: tuple[str, ...] = ("T1+T1ce+T2+FLAIR", "T1+T2+FLAIR", "T1ce", "FLAIR")
 """Full set, full without T1ce (ET suffers), and two singles."""
 
+BACKGROUND_MODALITY = "T1ce"
+"""The image under the contours (the modality that shows the enhancing tumour)."""
+
+CROP_MARGIN = 0.05
+"""Share of the brain's extent kept around its bounding box in the qualitative panels."""
+
+
+def brain_box(image: np.ndarray, margin: int | None = None) -> tuple[slice, slice]:
+    """In-plane bounding box of the brain on a 2-D slice (voxels brighter than a tenth of the
+    99th intensity percentile, which leaves out background noise), widened by ``margin`` and
+    made square so that every panel keeps the same aspect. ``margin`` in voxels; default
+    :data:`CROP_MARGIN` of the brain's larger extent, at least one voxel."""
+    top = float(np.percentile(image, 99)) if image.size else 0.0
+    if top <= 0:
+        return slice(0, image.shape[0]), slice(0, image.shape[1])
+    mask = image > 0.1 * top
+    xs, ys = np.nonzero(mask)
+    if xs.size == 0:
+        return slice(0, image.shape[0]), slice(0, image.shape[1])
+    x0, x1 = int(xs.min()), int(xs.max()) + 1
+    y0, y1 = int(ys.min()), int(ys.max()) + 1
+    extent = max(x1 - x0, y1 - y0)
+    if margin is None:
+        margin = max(1, round(CROP_MARGIN * extent))
+    side = extent + 2 * margin
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+
+    def span(centre: int, size: int) -> slice:
+        lo = max(0, centre - side // 2)
+        hi = min(size, lo + side)
+        return slice(max(0, hi - side), hi)
+
+    return span(cx, image.shape[0]), span(cy, image.shape[1])
+
 
 @dataclass(frozen=True)
 class CaseFiles:
@@ -153,26 +187,28 @@ def qualitative_figure(
     area = sum(mask.sum(axis=(0, 1)) for mask in ref.values())
     z = int(np.argmax(area)) if area.max() > 0 else image.shape[2] // 2
     lo, hi = np.percentile(image[..., z], [1, 99.5])
+    bx, by = brain_box(image[..., z])
 
-    fig = _new_figure(2.2 * len(codes) + 0.4, 2.2 * len(methods) + 0.6)
-    _margins(fig, 0.35, 0.1, 0.1, 0.75, wspace=0.03, hspace=0.03)
+    # The title needs its own band above the column headers: 3 lines at 7 pt plus the headers.
+    fig = _new_figure(2.2 * len(codes) + 0.4, 2.2 * len(methods) + 1.0)
+    _margins(fig, 0.35, 0.1, 0.1, 0.95, wspace=0.03, hspace=0.03)
     axes = fig.subplots(len(methods), len(codes), squeeze=False)
     for i, method in enumerate(methods):
         run_dir = saved[method][0]["run_dir"]
         for j, code in enumerate(codes):
             ax = axes[i, j]
-            ax.imshow(image[..., z].T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
+            ax.imshow(image[bx, by, z].T, cmap="gray", origin="lower", vmin=lo, vmax=hi)
             ax.set_xticks([])
             ax.set_yticks([])
             path = prediction_path(run_dir, case, code)
             for region, colour in REGION_COLOURS.items():
-                r = ref[region][..., z].T
+                r = ref[region][bx, by, z].T
                 if r.any():
                     ax.contour(r, levels=[0.5], colors=[colour], linewidths=0.8, linestyles="--")
             if path.is_file():
                 pred = regions_of(_load(path), "brats2024")
                 for region, colour in REGION_COLOURS.items():
-                    p = pred[region][..., z].T
+                    p = pred[region][bx, by, z].T
                     if p.any():
                         ax.contour(p, levels=[0.5], colors=[colour], linewidths=0.9)
             else:
@@ -182,8 +218,11 @@ def qualitative_figure(
             if j == 0:
                 ax.set_ylabel(method, fontsize=8)
     fig.suptitle(
-        f"{dataset} · {case} · axial slice {z}\nprediction solid, reference dashed\n"
-        "WT yellow, TC red, ET cyan",
+        f"{dataset} · {case} · axial slice {z} · background: {BACKGROUND_MODALITY}\n"
+        "prediction solid, reference dashed · WT yellow, TC red, ET cyan\n"
+        "columns: modalities given to the method",
         fontsize=7,
+        y=1 - 0.08 / fig.get_size_inches()[1],
+        va="top",
     )
     return save_figure(fig, Path(out_dir) / f"qualitative_{dataset}"), None

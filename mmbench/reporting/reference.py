@@ -3,6 +3,11 @@
 The published values ship as package data (``mmbench/reporting/data/``, copied byte-identical from
 ``shared/reference/``, source column kept). A comparison is made only where the dataset name and
 the metric match one of our tables; every comparison carries its caveats.
+
+BraTS 2018 numbers (``brats2018_rfnet_splits.csv``) are the mean of RFNet's three splits: only
+runs on one of those splits (``split_name`` ``rfnet-brats2018-1..3`` in ``run.json``) are set
+beside them, and their published ET (post-processed, ETpp in our terms) goes under our ``ETpp``
+when the table has it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from io import StringIO
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +25,8 @@ from mmbench.reporting.tables import AVG, ResultTable, table_policy
 from mmbench.subsets import SUBSET_NAMES
 
 MSTKDNET_FILE = "mstkdnet_tables.csv"
+BRATS2018_FILE = "brats2018_rfnet_splits.csv"
+RFNET_SPLITS: tuple[str, ...] = ("rfnet-brats2018-1", "rfnet-brats2018-2", "rfnet-brats2018-3")
 FIG9_FILE = "adamm_fig9_approx.csv"
 RECOMPUTED_AVG = "Avg. (recomputed)"
 
@@ -30,6 +38,17 @@ MSTKDNET_CAVEATS: tuple[str, ...] = (
     "In the BraTS 2024 WT Dice rows of the source the full-modality value equals the printed "
     "average for every baseline (a likely copy error); a few rows do not average to their printed "
     "mean — the row 'Avg. (recomputed)' is the mean of the printed subset values.",
+)
+BRATS2018_CAVEATS: tuple[str, ...] = (
+    "Published BraTS 2018 rows: DeMoSeg's README figure (RFNet, mmFormer, MAVP, GSS, DeMoSeg; "
+    "per subset) and RFNet's README (HeMIS, U-HVED, RobustSeg; average only). Each is the mean "
+    "over RFNet's three 199/29/57 splits, whose 57-case test sets overlap (137 distinct cases); "
+    "ours are on the split(s) named below. Cases, training and model selection differ (RFNet "
+    "reports its last epoch on the test split): differences are not paired and carry no test.",
+    "Published ET is post-processed (emptied below 500 predicted voxels): compare it with our "
+    "ETpp (eval.etpp, --regions WT,TC,ET,ETpp); under our raw ET it is not like for like.",
+    "MAVP TC does not average to its printed mean (76.09 recomputed vs 76.00 printed; the cell "
+    "T1+FLAIR 72.77 is stored as printed). No HD95 is published for these rows.",
 )
 FIG9_CAVEAT = (
     "AdaMM figure 9 values were read by eye (±0.5 for percentages, ±1 mm for HD95); its dataset "
@@ -47,6 +66,33 @@ def load_mstkdnet() -> pd.DataFrame:
     """The per-subset published table rows (``source, dataset, metric, region, method, subset,
     value``)."""
     return _read(MSTKDNET_FILE)
+
+
+def load_brats2018() -> pd.DataFrame:
+    """BraTS 2018 per-subset Dice (%) on the RFNet splits (columns of :func:`load_mstkdnet`)."""
+    return _read(BRATS2018_FILE)
+
+
+def load_reference() -> pd.DataFrame:
+    """Every per-subset published table, with a ``file`` column naming its source file."""
+    return pd.concat(
+        [load_mstkdnet().assign(file=MSTKDNET_FILE), load_brats2018().assign(file=BRATS2018_FILE)],
+        ignore_index=True,
+    )
+
+
+def run_splits(runs: pd.DataFrame | None) -> dict[str, set[str]]:
+    """Method → the ``split_name`` values in ``run.json`` of its run folders (``runs`` is the
+    tidy frame of :func:`mmbench.reporting.load.load_results`, with ``run_dir``)."""
+    from mmbench.reporting.load import read_run_info
+
+    out: dict[str, set[str]] = {}
+    if runs is None or runs.empty:
+        return out
+    for (method, folder), _ in runs.groupby(["method", "run_dir"], sort=True):
+        name = read_run_info(Path(folder)).get("split_name") or "unknown"
+        out.setdefault(str(method), set()).add(str(name))
+    return out
 
 
 def load_fig9() -> pd.DataFrame:
@@ -70,20 +116,51 @@ class Comparison:
         return out.reset_index()
 
 
-def compare_table(table: ResultTable, reference: pd.DataFrame | None = None) -> Comparison | None:
+def compare_table(
+    table: ResultTable, reference: pd.DataFrame | None = None, runs: pd.DataFrame | None = None
+) -> Comparison | None:
     """Set the published values for ``table``'s dataset and metric beside ours.
+
+    ``runs``: the tidy frame the table was built from; on BraTS 2018 it decides which methods
+    ran on an RFNet split (the others are left out of the comparison, and a caveat says so).
 
     Returns ``None`` when no published row matches the dataset and metric.
     """
-    ref = load_mstkdnet() if reference is None else reference
+    ref = load_reference() if reference is None else reference
     ref = ref[(ref["dataset"] == table.dataset) & (ref["metric"] == table.metric)]
     if ref.empty:
         return None
+    files = set(ref["file"]) if "file" in ref.columns else {MSTKDNET_FILE}
+    extra: list[str] = []
+    methods = list(table.methods)
+    if BRATS2018_FILE in files:
+        ref = ref.copy()
+        if "ETpp" in table.regions:
+            ref.loc[ref["region"] == "ET", "region"] = "ETpp"
+        splits = run_splits(runs)
+        if runs is not None:
+            methods = [m for m in methods if splits.get(m) and splits[m] <= set(RFNET_SPLITS)]
+            left_out = [m for m in table.methods if m not in methods]
+            if left_out:
+                extra.append(
+                    "Left out (not run on an RFNet split): "
+                    + "; ".join(
+                        f"{m} ({', '.join(sorted(splits.get(m, {'unknown'})))})" for m in left_out
+                    )
+                    + "."
+                )
+        if methods:
+            used = sorted({s for m in methods for s in splits.get(m, set())})
+            extra.append(
+                "Ours: mean over the test cases of split(s) "
+                + (", ".join(used) if used else "not recorded")
+                + "; published: mean over the three splits."
+            )
     rows = [s for s in SUBSET_NAMES if s in table.mean.index or s in set(ref["subset"])]
     index = pd.Index([*rows, AVG, RECOMPUTED_AVG], name="subset")
     cols: dict[tuple[str, str], pd.Series] = {}
     for region in table.regions:
-        for m in table.methods:
+        for m in methods:
             cols[(region, f"ours:{m}")] = table.mean[(region, m)].reindex(index)
         block = ref[ref["region"] == region]
         for m in dict.fromkeys(block["method"]):
@@ -99,7 +176,9 @@ def compare_table(table: ResultTable, reference: pd.DataFrame | None = None) -> 
             cols[(region, f"pub:{m}")] = series
     frame = pd.DataFrame(cols, index=index)
     frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["region", "column"])
-    caveats = list(MSTKDNET_CAVEATS)
+    caveats = list(MSTKDNET_CAVEATS) if MSTKDNET_FILE in files else []
+    if BRATS2018_FILE in files:
+        caveats += [*BRATS2018_CAVEATS, *extra]
     sources = "; ".join(sorted(set(ref["source"])))
     caveats.insert(0, f"Source: {sources}.")
     if table.metric == "dice":

@@ -135,6 +135,30 @@ def _sign_flip_pvalues(d: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, 2.0 * np.minimum(greater, less))
 
 
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p-value of an exact Wilcoxon signed-rank test on ``n`` non-zero paired
+    differences: ``2 / 2**n``, reached when all differences have the same sign."""
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+
+
+def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, int]:
+    """Two-sided paired t-test (e.g. per-seed averages of two methods over shared seeds).
+
+    Returns:
+        ``(p, n)``: NaN p when fewer than two pairs or no variation of the differences.
+    """
+    from scipy.stats import ttest_rel
+
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    n = int(keep.sum())
+    d = x[keep] - y[keep]
+    if n < 2 or np.allclose(d, d[0]):
+        return (float("nan") if n < 2 or d[0] != 0 else 1.0), n
+    return float(ttest_rel(x[keep], y[keep]).pvalue), n
+
+
 def bootstrap_avg_ci(
     matrix: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:

@@ -20,7 +20,14 @@ import pandas as pd
 
 from mmbench.benchmark.schema import REGIONS
 from mmbench.errors import ReportError
-from mmbench.reporting.stats import ALPHA, bootstrap_avg_ci, holm, paired_wilcoxon_many
+from mmbench.reporting.stats import (
+    ALPHA,
+    bootstrap_avg_ci,
+    holm,
+    min_wilcoxon_p,
+    paired_wilcoxon_many,
+)
+from mmbench.reporting.units import PARTIAL_MARK
 from mmbench.subsets import MODALITIES, SUBSET_NAMES, as_subset
 
 AVG = "Avg."
@@ -185,6 +192,13 @@ class ResultTable:
     notes: list[str] = field(default_factory=list)
     with_std: bool = False
     policy: tuple[str, str, float] | None = None
+    partial: list[str] = field(default_factory=list)
+    n_seeds: dict[str, int] = field(default_factory=dict)
+    std_kind: str = "cases"
+
+    def header(self, method: str) -> str:
+        """Method name as a column/row header (``†`` after a method scored on fewer units)."""
+        return f"{method}{PARTIAL_MARK}" if method in self.partial else method
 
     @property
     def info(self) -> MetricInfo:
@@ -217,13 +231,15 @@ class ResultTable:
     @cached_property
     def best(self) -> pd.DataFrame:
         """Boolean frame: True where the value is the row's best within its region group,
-        compared at display precision so that shown ties are all bold."""
+        compared at display precision so that shown ties are all bold. Methods in
+        :attr:`partial` (means over fewer units) are never bold and do not set the best."""
         shown = self.mean.round(self.info.decimals)
         out = pd.DataFrame(False, index=shown.index, columns=shown.columns)
         for region in self.regions:
-            block = shown[region]
+            block = shown[region].drop(columns=self.partial, errors="ignore")
             target = block.max(axis=1) if self.info.higher_better else block.min(axis=1)
-            out[region] = block.eq(target, axis=0) & block.notna()
+            for m in block.columns:
+                out[(region, m)] = block[m].eq(target) & block[m].notna()
         return out
 
 
@@ -239,6 +255,8 @@ def build_table(
     seed: int = 0,
     alpha: float = ALPHA,
     empty_counts: dict[str, tuple[int, int]] | None = None,
+    partial: Sequence[str] = (),
+    coverage_note: str | None = None,
 ) -> ResultTable:
     """Build one :class:`ResultTable` from tidy results.
 
@@ -253,6 +271,12 @@ def build_table(
         n_boot, seed: bootstrap resamples and seed for the Avg. interval.
         alpha: significance level after Holm correction.
         empty_counts: per-region empty-reference counts for the footnote.
+        partial: methods scored on fewer units than the others (see
+            :mod:`mmbench.reporting.units`): marked ``†``, never bold, never the default baseline.
+        coverage_note: the sentence saying which units the table uses.
+
+    With more than one seed for some method, the ± of a cell is the std across seeds of the
+    per-seed means (always shown), not the std over cases.
 
     Raises:
         MixedPolicyError: the table's rows mix metric conventions.
@@ -294,7 +318,18 @@ def build_table(
     mean = assemble(sub_mean, avg_mean)
     std = assemble(sub_std, avg_std)
 
+    partial = [m for m in partial if m in methods]
+    seeds_per_method = rows.groupby("method")["seed"].nunique().to_dict()
+    n_seeds = {m: int(seeds_per_method.get(m, 1)) for m in methods}
+    std_kind = "cases"
+    if max(n_seeds.values(), default=1) > 1:
+        std_kind = "seeds"
+        with_std = True
+        sub_std, avg_std = _seed_std(rows, info.scale)
+        std = assemble(sub_std, avg_std)
+
     scores = mean.loc[AVG].groupby(level="method").mean()
+    scores = scores.drop(index=partial, errors="ignore")
     scores = scores if info.higher_better else -scores
     if baseline is None and len(scores.dropna()):
         baseline = str(scores.idxmax())
@@ -334,14 +369,27 @@ def build_table(
         f"{info.label}: mean over cases per subset (seeds/folds averaged per case first); "
         f"{AVG} = mean over the {len(subsets)} subsets. Bold: best per row and region "
         f"({'higher' if info.higher_better else 'lower'} is better).",
-        f"Cases per method: {', '.join(f'{m} {n}' for m, n in n_cases.items())}.",
     ]
+    if coverage_note:
+        notes.append(coverage_note)
+    notes.append(f"Cases per method: {', '.join(f'{m} {n}' for m, n in n_cases.items())}.")
+    if std_kind == "seeds":
+        notes.append(
+            "±: std across seeds of the per-seed means (seeds per method: "
+            + ", ".join(f"{m} {n}" for m, n in n_seeds.items())
+            + ")."
+        )
+    elif with_std:
+        notes.append(f"±: std over cases ({AVG}: of each case's mean over subsets).")
     if baseline is not None and len(methods) > 1:
+        n_tests = int(pvalue.notna().sum().sum())
         notes.append(
             f"*: differs from {baseline} (two-sided Wilcoxon signed-rank test paired over cases, "
-            f"Holm-corrected over this table's {int(pvalue.notna().sum().sum())} tests, "
-            f"p < {alpha:g})."
+            f"Holm-corrected over this table's {n_tests} tests, p < {alpha:g})."
         )
+        reach = power_note(max(n_cases.values(), default=0), n_tests, alpha)
+        if reach:
+            notes.append(reach)
     notes.append(
         f"95 % CI of {AVG}: percentile bootstrap over cases ({n_boot} resamples, seed {seed})."
     )
@@ -368,6 +416,43 @@ def build_table(
         notes=notes,
         with_std=with_std,
         policy=policy,
+        partial=partial,
+        n_seeds=n_seeds,
+        std_kind=std_kind,
+    )
+
+
+def _seed_std(rows: pd.DataFrame, scale: float) -> tuple[pd.DataFrame, pd.Series]:
+    """Std across seeds of the per-seed means: per (subset, region) and of the Avg.
+
+    Returns a frame shaped like the per-subset statistics of :func:`build_table` (index subset,
+    columns (method, region)) and a Series indexed by (method, region).
+    """
+    per_seed = rows.groupby(["method", "seed", "subset", "region"])["value"].mean() * scale
+    sub = per_seed.groupby(level=["subset", "region", "method"]).std(ddof=1)
+    sub_std = sub.unstack(["method", "region"])
+    seed_avg = per_seed.groupby(level=["method", "seed", "region"]).mean()
+    avg_std = seed_avg.groupby(level=["method", "region"]).std(ddof=1)
+    return sub_std, avg_std
+
+
+def power_note(n_cases: int, n_tests: int, alpha: float = ALPHA) -> str | None:
+    """A sentence when no test of the table can reach ``alpha`` after Holm, else ``None``.
+
+    The smallest two-sided p of an exact Wilcoxon signed-rank test on ``n`` non-zero paired
+    differences is ``2 / 2**n`` (all differences of one sign); Holm multiplies the smallest
+    p-value of ``m`` tests by ``m``.
+    """
+    if n_cases <= 0 or n_tests <= 0:
+        return None
+    p_min = min_wilcoxon_p(n_cases)
+    if p_min * n_tests < alpha:
+        return None
+    p_holm = min(1.0, p_min * n_tests)
+    return (
+        f"With {n_cases} paired cases the smallest possible two-sided Wilcoxon p is "
+        f"{p_min:.3g}, and Holm over {n_tests} tests makes it at least {p_holm:.3g}"
+        f": no * can appear at p < {alpha:g}, so its absence shows nothing."
     )
 
 
@@ -384,11 +469,46 @@ _TEX_ESCAPE = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # OT1 fonts print these ASCII characters as other glyphs outside math ("<" as "¡")
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    '"': r"\textquotedbl{}",
+    # non-ASCII characters the notes use, in commands every LaTeX installation knows
+    "–": "--",
+    "—": "---",
+    "−": "$-$",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "→": r"$\rightarrow$",
+    "↔": r"$\leftrightarrow$",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "≈": r"$\approx$",
+    "·": r"$\cdot$",
+    "●": r"$\bullet$",
+    "○": r"$\circ$",
+    "†": r"\textsuperscript{\dag}",
+    "µ": r"$\mu$",
+    "…": r"\ldots{}",
+    "°": r"\textdegree{}",
+    "³": r"\textsuperscript{3}",
+    "²": r"\textsuperscript{2}",
+    "’": "'",
+    "‘": "`",
+    "“": "``",
+    "”": "''",
+    "\u00a0": "~",
 }
 
 
 def tex_escape(text: str) -> str:
-    """Escape LaTeX special characters in free text."""
+    """Escape LaTeX special characters (and the non-ASCII symbols the report uses) in free text.
+
+    Other non-ASCII characters are passed through (``pdflatex`` reads UTF-8 since 2018 and
+    stops with an error on a character it has no glyph for, so a gap shows instead of a wrong
+    glyph).
+    """
     return "".join(_TEX_ESCAPE.get(c, c) for c in str(text))
 
 
@@ -396,22 +516,34 @@ def _num(value: float, decimals: int) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{decimals}f}"
 
 
-def cell_text(table: ResultTable, row: str, region: str, method: str, style: str) -> str:
-    """Text of one cell in ``style`` ``"md"``, ``"tex"``, ``"html"`` or ``"plain"``."""
+def cell_text(
+    table: ResultTable, row: str, region: str, method: str, style: str, std: bool | None = None
+) -> str:
+    """Text of one cell in ``style`` ``"md"``, ``"tex"``, ``"html"`` or ``"plain"`` (``std``:
+    show the ± part, default the table's ``with_std``). In LaTeX the ± part sits under the
+    mean in small type, so that a column stays as wide as its numbers."""
     d = table.info.decimals
     v, s, best, sig = table.cell(row, region, method)
     text = _num(v, d)
-    if table.with_std and not math.isnan(v):
-        pm = {"tex": r" $\pm$ ", "md": " ± ", "html": " ± "}.get(style, " ± ")
-        text += pm + _num(s, d)
+    show = table.with_std if std is None else std
+    show = show and not math.isnan(v) and not math.isnan(s)
+    if style == "tex":
+        text = text.replace("–", "--")
+        text = rf"\textbf{{{text}}}" if best else text
+        text += r"$^{*}$" if sig else ""
+        if show:
+            text = (
+                rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\"
+                rf"{{\scriptsize$\pm${_num(s, d)}}}\end{{tabular}}"
+            )
+        return text
+    if show:
+        text += " ± " + _num(s, d)
     if style == "plain":
         return text
     if style == "md":
         text = f"**{text}**" if best else text
         return text + ("\\*" if sig else "")
-    if style == "tex":
-        text = rf"\textbf{{{text}}}" if best else text
-        return text + (r"$^{*}$" if sig else "")
     text = f"<b>{text}</b>" if best else text
     return text + ("<sup>*</sup>" if sig else "")
 
@@ -429,10 +561,13 @@ def modality_marks(row: str, style: str) -> list[str]:
 
 
 def ci_text(table: ResultTable, region: str, method: str, style: str = "md") -> str:
+    """The Avg.'s interval ``[lo, hi]``; in LaTeX stacked on two lines (as wide as a value)."""
     lo, hi = table.ci.get((region, method), (float("nan"), float("nan")))
     if math.isnan(lo):
-        return "–"
+        return "--" if style == "tex" else "–"
     d = table.info.decimals
+    if style == "tex":
+        return rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}[{lo:.{d}f},\\ {hi:.{d}f}]\end{{tabular}}"
     return f"[{lo:.{d}f}, {hi:.{d}f}]"
 
 
@@ -442,7 +577,9 @@ def title(table: ResultTable) -> str:
 
 def to_markdown(table: ResultTable) -> str:
     """GitHub-flavoured Markdown table with notes below."""
-    head = list(MODALITIES) + [f"{r} {m}" for r in table.regions for m in table.methods]
+    head = list(MODALITIES) + [
+        f"{r} {table.header(m)}" for r in table.regions for m in table.methods
+    ]
     lines = [f"### {title(table)}", ""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join([":-:"] * len(MODALITIES) + ["--:"] * (len(head) - 4)) + "|")
@@ -460,50 +597,140 @@ def to_markdown(table: ResultTable) -> str:
     return "\n".join(lines)
 
 
-def to_latex(table: ResultTable, label: str | None = None) -> str:
-    """A booktabs ``table`` environment, ready to paste (needs ``booktabs`` and ``graphicx``)."""
-    nm = len(table.methods)
-    ncol = len(MODALITIES) + nm * len(table.regions)
-    spec = "c" * len(MODALITIES) + ("r" * nm) * len(table.regions)
-    label = label or f"tab:{table.dataset}-{table.metric}".replace("_", "-")
-    out = [
-        "% requires \\usepackage{booktabs,graphicx}",
-        "\\begin{table}[t]",
-        "\\centering",
-        f"\\caption{{{tex_escape(title(table))}}}",
-        f"\\label{{{label}}}",
-        "\\resizebox{\\textwidth}{!}{%",
-        f"\\begin{{tabular}}{{{spec}}}",
-        "\\toprule",
+LATEX_LAYOUTS: tuple[str, ...] = ("auto", "columns", "rows")
+"""``columns``: the field's layout (subsets as rows, one column per region and method, one table);
+``rows``: one table per region with methods as rows and the subsets as columns, which stays
+readable with 15+ methods; ``auto``: ``columns`` up to :data:`AUTO_MAX_COLUMNS` method columns."""
+
+AUTO_MAX_COLUMNS = 9
+
+TEX_PREAMBLE = r"\usepackage{booktabs,graphicx}"
+"""What a document needs to ``\\input`` the generated tables."""
+
+
+def fit_to_width(body: list[str]) -> list[str]:
+    r"""Wrap a ``tabular`` so that it is shrunk to ``\linewidth`` when (and only when) wider.
+
+    ``\resizebox`` with ``\width`` (the natural width, graphicx) keeps narrow tables at their
+    natural size instead of blowing them up to the text width.
+    """
+    return [
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+        *body,
+        "}",
     ]
-    group = [f"\\multicolumn{{{len(MODALITIES)}}}{{c}}{{Modalities}}"]
+
+
+def notes_tex(notes: Sequence[str]) -> str:
+    """The notes as a small paragraph under a table."""
+    sentences = [n if n.rstrip().endswith((".", ":")) else n.rstrip() + "." for n in notes]
+    text = " ".join(tex_escape(n) for n in sentences)
+    return rf"\par\smallskip{{\footnotesize\raggedright {text}\par}}"
+
+
+def resolve_layout(table: ResultTable, layout: str = "auto") -> str:
+    """``columns`` or ``rows`` for ``layout`` (see :data:`LATEX_LAYOUTS`)."""
+    if layout not in LATEX_LAYOUTS:
+        raise ReportError(f"latex layout must be one of {', '.join(LATEX_LAYOUTS)}; got {layout!r}")
+    if layout == "auto":
+        wide = len(table.methods) * len(table.regions) > AUTO_MAX_COLUMNS
+        return "rows" if wide else "columns"
+    return layout
+
+
+def to_latex(table: ResultTable, label: str | None = None, layout: str = "auto") -> str:
+    r"""``table`` environment(s) with booktabs rules, ready to paste (needs :data:`TEX_PREAMBLE`).
+
+    Every tabular is shrunk to ``\linewidth`` only when it is wider (:func:`fit_to_width`);
+    ``layout`` picks the field's layout or one table per region with methods as rows.
+    """
+    label = label or f"tab:{table.dataset}-{table.metric}".replace("_", "-")
+    if resolve_layout(table, layout) == "rows":
+        return "\n".join(
+            _latex_rows(table, region, f"{label}-{region.lower()}") for region in table.regions
+        )
+    return _latex_columns(table, label)
+
+
+def _latex_columns(table: ResultTable, label: str) -> str:
+    nm = len(table.methods)
+    nmod = len(MODALITIES)
+    spec = "c" * nmod + ("r" * nm) * len(table.regions)
+    body = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+    group = [f"\\multicolumn{{{nmod}}}{{c}}{{Modalities}}"]
     group += [f"\\multicolumn{{{nm}}}{{c}}{{{tex_escape(r)}}}" for r in table.regions]
-    out.append(" & ".join(group) + " \\\\")
-    rules = [f"\\cmidrule(lr){{1-{len(MODALITIES)}}}"]
+    body.append(" & ".join(group) + " \\\\")
+    rules = [f"\\cmidrule(lr){{1-{nmod}}}"]
     for i in range(len(table.regions)):
-        start = len(MODALITIES) + i * nm + 1
+        start = nmod + i * nm + 1
         rules.append(f"\\cmidrule(lr){{{start}-{start + nm - 1}}}")
-    out.append(" ".join(rules))
-    head = list(MODALITIES) + [tex_escape(m) for _ in table.regions for m in table.methods]
-    out.append(" & ".join(head) + " \\\\")
-    out.append("\\midrule")
+    body.append(" ".join(rules))
+    # Method names set vertically (graphicx's \rotatebox): each column is as wide as its numbers.
+    names = [rf"\rotatebox{{90}}{{{tex_escape(table.header(m))}}}" for m in table.methods]
+    head = [rf"\multicolumn{{1}}{{c}}{{{m}}}" for m in MODALITIES] + names * len(table.regions)
+    body.append(" & ".join(head) + " \\\\")
+    body.append("\\midrule")
     for row in table.rows:
         cells = [cell_text(table, row, r, m, "tex") for r in table.regions for m in table.methods]
         if row == AVG:
-            out.append("\\midrule")
-            lead = [f"\\multicolumn{{{len(MODALITIES)}}}{{c}}{{Avg.}}"]
+            body.append("\\midrule")
+            lead = [f"\\multicolumn{{{nmod}}}{{c}}{{Avg.}}"]
         else:
             lead = modality_marks(row, "tex")
-        out.append(" & ".join(lead + cells) + " \\\\")
-    ci_cells = [ci_text(table, r, m) for r in table.regions for m in table.methods]
-    out.append(
-        " & ".join([f"\\multicolumn{{{len(MODALITIES)}}}{{c}}{{95\\,\\% CI}}"] + ci_cells) + " \\\\"
-    )
-    out += ["\\bottomrule", "\\end{tabular}%", "}"]
-    notes = " ".join(tex_escape(n) for n in table.notes)
-    out.append(f"\\par\\smallskip{{\\footnotesize {notes}\\par}}")
-    out.append("\\end{table}")
-    assert ncol == len(head)
+        body.append(" & ".join(lead + cells) + " \\\\")
+    ci_cells = [ci_text(table, r, m, "tex") for r in table.regions for m in table.methods]
+    body.append(" & ".join([f"\\multicolumn{{{nmod}}}{{c}}{{95\\,\\% CI}}"] + ci_cells) + " \\\\")
+    body += ["\\bottomrule", "\\end{tabular}%"]
+    out = [
+        f"% requires {TEX_PREAMBLE}",
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\setlength{\\tabcolsep}{3pt}",
+        f"\\caption{{{tex_escape(title(table))}}}",
+        f"\\label{{{label}}}",
+        *fit_to_width(body),
+        notes_tex(table.notes),
+        "\\end{table}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _latex_rows(table: ResultTable, region: str, label: str) -> str:
+    """One region: methods as rows, the subsets (● / ○ headers) and Avg. as columns."""
+    subsets = [r for r in table.rows if r != AVG]
+    ncols = len(subsets) + 2  # Avg. and its CI
+    spec = "l" + "c" * len(subsets) + "rc"
+    body = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+    marks = {s: modality_marks(s, "tex") for s in subsets}
+    for i, mod in enumerate(MODALITIES):
+        cells = [marks[s][i] for s in subsets]
+        tail = ["", ""]
+        if i == len(MODALITIES) - 1:
+            tail = ["Avg.", "95\\,\\% CI"]
+        body.append(" & ".join([mod, *cells, *tail]) + " \\\\")
+    body.append("\\midrule")
+    for m in table.methods:
+        # ± only on the Avg.: 15 columns of "mean ± std" would not fit any page
+        cells = [cell_text(table, s, region, m, "tex", std=False) for s in subsets]
+        cells.append(cell_text(table, AVG, region, m, "tex"))
+        cells.append(ci_text(table, region, m, "tex"))
+        body.append(" & ".join([tex_escape(table.header(m)), *cells]) + " \\\\")
+    body += ["\\bottomrule", "\\end{tabular}%"]
+    assert all(line.count(" & ") == ncols for line in body if line.endswith("\\\\"))
+    notes = [n.replace("best per row and region", "best per subset (column)") for n in table.notes]
+    if table.with_std:
+        notes.append("In this layout ± is shown for the Avg. only (per subset: .md and .csv).")
+    out = [
+        f"% requires {TEX_PREAMBLE}",
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\setlength{\\tabcolsep}{3pt}",
+        f"\\caption{{{tex_escape(title(table))}, {tex_escape(region)}}}",
+        f"\\label{{{label}}}",
+        *fit_to_width(body),
+        notes_tex(notes),
+        "\\end{table}",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -533,11 +760,21 @@ def to_frame(table: ResultTable) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame(extra)], ignore_index=True)
 
 
-def write_table(table: ResultTable, out_dir: str | Path, formats: Sequence[str]) -> list[Path]:
-    """Write ``table`` as ``<dataset>_<metric>.{md,tex,csv}`` for each of ``formats``."""
+def write_table(
+    table: ResultTable,
+    out_dir: str | Path,
+    formats: Sequence[str],
+    latex_layout: str = "auto",
+    tex_header: str = "",
+    stem: str | None = None,
+) -> list[Path]:
+    """Write ``table`` as ``<dataset>_<metric>.{md,tex,csv}`` for each of ``formats``.
+
+    ``tex_header`` (LaTeX comment lines, e.g. the provenance) starts the ``.tex`` file.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.dataset}_{table.metric}"
+    stem = stem or f"{table.dataset}_{table.metric}"
     written = []
     for fmt in formats:
         suffix = {"markdown": "md", "latex": "tex"}.get(fmt, fmt)
@@ -545,7 +782,9 @@ def write_table(table: ResultTable, out_dir: str | Path, formats: Sequence[str])
         if path.suffix == ".md":
             path.write_text(to_markdown(table), encoding="utf-8")
         elif path.suffix == ".tex":
-            path.write_text(to_latex(table), encoding="utf-8")
+            label = "tab:" + stem.replace("_", "-")
+            text = tex_header + to_latex(table, label=label, layout=latex_layout)
+            path.write_text(text, encoding="utf-8")
         elif path.suffix == ".csv":
             to_frame(table).to_csv(path, index=False)
         else:

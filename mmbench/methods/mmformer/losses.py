@@ -124,10 +124,35 @@ def mmformer_losses(
     )
 
 
+def official_loss_values(terms: MMFormerLosses, modalities: Sequence[str]) -> dict[str, float]:
+    """Every term under the golden fixtures' names (shared by the mmFormer and M2FTrans
+    ports): ``sep_cross_<m>``/``sep_dice_<m>`` for the official modality names ``modalities``
+    (slot order), ``prm_cross_<j>``/``prm_dice_<j>`` (j from 1), the fused terms and the sums."""
+    out: dict[str, float] = {}
+    for m, ce, dice in zip(modalities, terms.sep_cross, terms.sep_dice):
+        out[f"sep_cross_{m}"], out[f"sep_dice_{m}"] = float(ce), float(dice)
+    for j, (ce, dice) in enumerate(zip(terms.deep_cross, terms.deep_dice), start=1):
+        out[f"prm_cross_{j}"], out[f"prm_dice_{j}"] = float(ce), float(dice)
+    out.update(
+        fuse_cross=float(terms.fuse_cross),
+        fuse_dice=float(terms.fuse_dice),
+        fuse_loss=float(terms.fuse),
+        sep_cross=float(terms.sep_cross_sum),
+        sep_dice=float(terms.sep_dice_sum),
+        sep_loss=float(terms.sep),
+        prm_cross=float(terms.deep_cross_sum),
+        prm_dice=float(terms.deep_dice_sum),
+        prm_loss=float(terms.deep),
+        total=float(terms.total),
+    )
+    return out
+
+
 __all__ = [
     "MMFormerLosses",
     "dice_loss",
     "mmformer_losses",
+    "official_loss_values",
     "one_hot_classes",
     "weighted_cross_entropy",
 ]

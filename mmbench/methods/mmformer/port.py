@@ -12,7 +12,7 @@ from torch import Tensor
 
 from mmbench.golden import GoldenFixture
 from mmbench.methods.base import MethodConfig, Strategy
-from mmbench.methods.mmformer.losses import mmformer_losses
+from mmbench.methods.mmformer.losses import mmformer_losses, official_loss_values
 from mmbench.methods.mmformer.network import LEVELS, NUM_CLASSES, SLOT_ORDER, MMFormerDims
 from mmbench.methods.mmformer.strategy import MMFormer
 from mmbench.methods.official import OfficialPort, Reproduction, register_official
@@ -220,24 +220,8 @@ class MMFormerPort(OfficialPort):
                 classes = torch.arange(strategy.dims.num_classes).reshape(1, -1, 1, 1, 1)
                 target = (labels.unsqueeze(1) == classes).float()
                 terms = mmformer_losses(fuse, seps, deep, target)
-                for modality, ce, dice in zip(SLOT_ORDER, terms.sep_cross, terms.sep_dice):
-                    losses[f"sep_cross_{OFFICIAL_NAMES[modality]}"] = float(ce)
-                    losses[f"sep_dice_{OFFICIAL_NAMES[modality]}"] = float(dice)
-                for j, (ce, dice) in enumerate(zip(terms.deep_cross, terms.deep_dice), start=1):
-                    losses[f"prm_cross_{j}"] = float(ce)
-                    losses[f"prm_dice_{j}"] = float(dice)
-                losses.update(
-                    fuse_cross=float(terms.fuse_cross),
-                    fuse_dice=float(terms.fuse_dice),
-                    fuse_loss=float(terms.fuse),
-                    sep_cross=float(terms.sep_cross_sum),
-                    sep_dice=float(terms.sep_dice_sum),
-                    sep_loss=float(terms.sep),
-                    prm_cross=float(terms.deep_cross_sum),
-                    prm_dice=float(terms.deep_dice_sum),
-                    prm_loss=float(terms.deep),
-                    total=float(terms.total),
-                )
+                names = [OFFICIAL_NAMES[m] for m in SLOT_ORDER]
+                losses.update(official_loss_values(terms, names))
         return Reproduction(outputs=outputs, losses=losses)
 
 
