@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from mmbench.methods import MethodConfig, Stage, StepContext
-from mmbench.methods.mmgan import MMGAN, masked_psnr, masked_ssim
+from mmbench.methods.mmgan import MMGAN, OFFICIAL_SCENARIOS, curriculum_range
+from mmbench.methods.synthesis_metrics import synthesis_psnr as masked_psnr
+from mmbench.methods.synthesis_metrics import synthesis_ssim as masked_ssim
 from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
 
 PATCH = (16, 16, 16)
@@ -34,12 +36,12 @@ def make_batch(subset: Subset, n: int = 2, seed: int = 0) -> dict:
 
 def build(**options) -> MMGAN:
     torch.manual_seed(0)
-    return MMGAN(MethodConfig(width=4, patch_size=PATCH, depth=2, options=options))
+    return MMGAN(MethodConfig(width=4, depth=2, patch_size=PATCH, options=options))
 
 
-def ctx(stage: str, subset: Subset = FULL) -> StepContext:
+def ctx(stage: str, subset: Subset = FULL, stage_step: int = 0) -> StepContext:
     return StepContext(
-        step=0, total_steps=10, stage=stage, stage_step=0, stage_steps=5, subset=subset
+        step=0, total_steps=10, stage=stage, stage_step=stage_step, stage_steps=5, subset=subset
     )
 
 
@@ -48,8 +50,10 @@ def test_stages_generator_then_segmenter() -> None:
     assert [s.name for s in stages] == ["synthesis", "segment"]
     assert stages[0].optimizers == ("gen", "disc") and not stages[0].select_on_val
     assert stages[1].optimizers == ("seg",) and stages[1].select_on_val
+    # The segmenter gets a full poly schedule of its own (it starts at the full lr).
+    assert [s.schedule for s in stages] == ["stage", "stage"]
     assert build(adversarial=False).stages()[0] == Stage(
-        "synthesis", ("gen",), fraction=0.3, select_on_val=False
+        "synthesis", ("gen",), fraction=0.3, select_on_val=False, schedule="stage"
     )
     assert build(adversarial=False).discriminator is None
 
@@ -171,3 +175,80 @@ def test_few_steps_on_a_fixed_batch_reduce_the_losses() -> None:
     assert last < first
     first, last = run("segment", "seg", batch_full, 25)
     assert last < 0.92 * first
+
+
+def test_l1_is_on_missing_channels_only_with_the_official_weight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = build(adversarial=False)
+    subset = Subset.parse("T1ce+FLAIR")
+    batch = make_batch(subset)
+    full = batch["image_full"]
+    # A generator that is off by 5 on present channels and by 1, 3 on the missing T1, T2.
+    offset = torch.tensor([1.0, 5.0, 3.0, 5.0])[None, :, None, None, None]
+    monkeypatch.setattr(model, "generate", lambda image, available: full + offset)
+    losses = model.training_step(batch, ctx("synthesis", subset))
+    assert float(losses["log/l1"]) == pytest.approx((1.0 + 3.0) / 2)
+    assert float(losses["gen"]) == pytest.approx(0.9 * 2.0)
+
+
+def test_generator_reads_no_availability_code_and_never_trains_on_the_full_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = build(adversarial=False)
+    seen: list[torch.Tensor] = []
+    forward = model.generator.forward
+    monkeypatch.setattr(model.generator, "forward", lambda x: seen.append(x) or forward(x))
+    batch = make_batch(FULL)
+    for step in range(20):
+        torch.manual_seed(step)
+        losses = model.training_step(batch, ctx("synthesis"))
+        assert torch.isfinite(losses["gen"]) and float(losses["log/l1"]) > 0
+    assert all(x.shape[1] == 4 for x in seen)  # the four modalities, nothing else
+    zeroed = [tuple(bool(x[:, c].eq(0).all()) for c in range(4)) for x in seen]
+    assert all(any(z) and not all(z) for z in zeroed)  # some, never no, modality missing
+    assert len(set(zeroed)) > 3  # the 14 scenarios are drawn, not one
+
+
+def test_discriminator_is_conditioned_on_the_real_volume(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build()
+    inputs: list[torch.Tensor] = []
+    forward = model.discriminator.forward
+    monkeypatch.setattr(model.discriminator, "forward", lambda x: inputs.append(x) or forward(x))
+    subset = Subset.parse("T2")
+    batch = make_batch(subset)
+    losses = model.training_step(batch, ctx("synthesis", subset))
+    assert len(inputs) == 3  # real pair, detached fake pair, fake pair for the generator
+    for x in inputs:
+        assert x.shape[1] == 8
+        assert torch.equal(x[:, 4:], batch["image_full"])  # the condition is the real volume
+    assert torch.equal(inputs[0][:, :4], batch["image_full"])
+    assert {"gen", "disc", "log/adv", "log/l1"} <= set(losses)
+
+
+def test_discriminator_is_training_only() -> None:
+    model = build()
+    disc = sum(p.numel() for p in model.discriminator.parameters())
+    gen_seg = sum(p.numel() for m in (model.generator, model.segmenter) for p in m.parameters())
+    assert model.training_only_parameter_count() == disc
+    assert model.parameter_count() == gen_seg  # the generator is used at inference
+
+
+def test_published_recipe_official_gan_optimisers_and_curriculum() -> None:
+    model = build(recipe="published")
+    opts = model.configure_optimizers(lr=6e-3, weight_decay=1e-5)
+    for name in ("gen", "disc"):
+        group = opts[name].param_groups[0]
+        assert group["lr"] == 2e-4 and group["betas"] == (0.5, 0.999)
+        assert model.lr_factor(name, ctx("synthesis")) == 1.0
+    assert opts["seg"].param_groups[0]["lr"] == 6e-3
+    assert model.lr_factor("seg", ctx("segment")) is None
+    assert build().lr_factor("gen", ctx("synthesis")) is None
+    # Epochs 0-10 of 60 draw three of the 3-sequence scenarios; the last epochs draw all 14.
+    assert curriculum_range(0) == (11, 14) and curriculum_range(59) == (0, 14)
+    early = {model.synthesis_subset(FULL, ctx("synthesis", stage_step=0)).name for _ in range(60)}
+    assert early == set(OFFICIAL_SCENARIOS[11:])
+    late = {model.synthesis_subset(FULL, ctx("synthesis", stage_step=5)).name for _ in range(400)}
+    assert late == set(OFFICIAL_SCENARIOS)
+    assert all(len(Subset.parse(n).available) in (1, 2, 3) for n in OFFICIAL_SCENARIOS)
+    assert len(set(OFFICIAL_SCENARIOS)) == 14

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from mmbench.benchmark.trainer import Trainer
+from mmbench.config import TrainSection, build_section
+from mmbench.datasets.sampling import make_fit_batches
 from mmbench.methods import MethodConfig, StepContext
 from mmbench.methods.retrieval_knn import RetrievalKNN, knn_fill
 from mmbench.subsets import FULL, MODALITIES, Subset, zero_absent
@@ -14,7 +18,7 @@ PATCH = (16, 16, 16)
 def build(seed: int = 0, **options) -> RetrievalKNN:
     torch.manual_seed(seed)
     return RetrievalKNN(
-        MethodConfig(width=4, patch_size=PATCH, depth=2, options={"bank_size": 64, **options})
+        MethodConfig(width=4, depth=2, patch_size=PATCH, options={"bank_size": 64, **options})
     )
 
 
@@ -50,6 +54,93 @@ def test_stages_train_then_fit_the_bank() -> None:
     stages = build().stages()
     assert [(s.name, s.kind) for s in stages] == [("train", "gradient"), ("bank", "fit")]
     assert stages[0].select_on_val and not stages[1].select_on_val
+    assert stages[1].fit_before_val  # validation scores retrieval from a bank, as test does
+
+
+def toy_items(n: int, shape: tuple[int, int, int] = (20, 20, 20)) -> list[dict]:
+    """Preprocessed-like items; case ``i``'s image is filled with ``i`` inside the brain."""
+    items = []
+    for i in range(n):
+        image = np.zeros((4, *shape), dtype=np.float32)
+        image[:, 4:] = i + 1.0
+        regions = np.zeros((3, *shape), dtype=np.float32)
+        regions[:, 8:12, 8:12, 8:12] = 1
+        items.append({"image": image, "regions": regions, "compartments": regions.copy()})
+    return items
+
+
+def test_fit_batches_are_one_pass_over_every_case_the_same_each_time() -> None:
+    items = toy_items(7)
+    source = make_fit_batches(items, PATCH, seed=3, batch_size=3)
+    first = list(source())
+    assert [b["image"].shape[0] for b in first] == [3, 3, 1]
+    seen = torch.cat([b["case_index"] for b in first]).tolist()
+    assert seen == list(range(7))  # every case exactly once, in order
+    # The crop shows case i's own values (i + 1 inside the brain), not a random draw.
+    for b in first:
+        for img, i in zip(b["image"], b["case_index"]):
+            assert set(img.unique().tolist()) <= {0.0, float(i) + 1.0}
+            assert img.abs().sum() > 0
+    again = list(source())
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, again))
+    assert all(b["available"] == FULL.available and b["subset"] == FULL for b in first)
+
+
+def test_bank_is_built_from_every_training_case() -> None:
+    items = toy_items(5)
+    model = build(bank_size=4096).eval()
+    model.fit(make_fit_batches(items, PATCH, seed=0, batch_size=2)(), ctx("bank"))
+    assert int(model.bank_cases) == len(items)
+    # All 4³ bottleneck cells of every crop that lie in the brain; one pass, no repeats.
+    assert 0 < int(model.bank_count) <= len(items) * 4**3
+
+
+TRAIN = build_section(
+    TrainSection,
+    {
+        "steps": 2,
+        "batch_size": 1,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "poly_power": 0.9,
+        "grad_clip": None,
+        "val_every": 1,
+        "log_every": 1,
+        "amp": "off",
+        "deterministic": True,
+    },
+)
+
+
+def test_validation_scores_the_model_with_its_bank(tmp_path) -> None:
+    items = toy_items(3)
+    model = build()
+    banks_at_validation: list[tuple[int, int]] = []
+
+    def validator(strategy: RetrievalKNN) -> float:
+        banks_at_validation.append((int(strategy.bank_cases), int(strategy.bank_count)))
+        return float(len(banks_at_validation))
+
+    def draw(rng: np.random.Generator, n: int) -> dict:
+        b = make_batch(FULL, n=n, seed=int(rng.integers(100)))
+        return {"image": b["image_full"], "regions": b["regions"], "compartments": b["regions"]}
+
+    trainer = Trainer(
+        model,
+        TRAIN,
+        tmp_path,
+        draw,
+        fit_batches=make_fit_batches(items, PATCH, seed=0, batch_size=2),
+        validator=validator,
+        progress=False,
+        log=lambda s: None,
+    )
+    trainer.fit()
+    assert len(banks_at_validation) == 2
+    assert all(cases == 3 and count > 0 for cases, count in banks_at_validation)
+    # The selected checkpoint carries the bank built on its own weights.
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert int(best["bank_cases"]) == 3
 
 
 def test_bank_is_bounded_and_keeps_brain_locations_only() -> None:

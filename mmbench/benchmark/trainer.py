@@ -386,6 +386,9 @@ class Trainer:
     def _validate(self, stage: Stage) -> None:
         if self.validator is None or not stage.select_on_val:
             return
+        for later in self.stages[self.state.stage_index + 1 :]:
+            if later.kind == "fit" and later.fit_before_val:
+                self._run_fit(later, record=False)
         self.strategy.eval()
         score = float(self.validator(self.strategy))
         self.strategy.train()

@@ -143,15 +143,35 @@ def _array_source(
 def make_fit_batches(
     items: Any, patch_size: Sequence[int], seed: int, batch_size: int
 ) -> Callable[[], Iterator[dict[str, Any]]]:
-    """Full-modality batches for non-gradient fitting: one pass over every item, in order."""
-    source = make_batch_source(items, patch_size)
+    """Full-modality batches for non-gradient fitting: one pass over every item, in order.
+
+    Each item appears exactly once per pass (item ``i`` in batch ``i // batch_size``), as one
+    crop of ``patch_size`` drawn with the training augmentation seeded from ``(seed, i)``; the
+    pass is identical every time it is iterated (a bank refitted on other weights sees the same
+    crops). Batches carry ``"case_index"`` (int64 N, the items' indices).
+    """
+    from mmbench.datasets.transforms import build_train_augment
+
+    augment = build_train_augment(patch_size, keys=TARGET_KEYS)
 
     def batches() -> Iterator[dict[str, Any]]:
         n = len(items)
         for start in range(0, n, batch_size):
-            rng = np.random.default_rng([seed, start, 0xF17])
-            raw = source(rng, min(batch_size, n - start))
-            yield {**raw, "image_full": raw["image"], "available": FULL.available, "subset": FULL}
+            samples = []
+            indices = list(range(start, min(n, start + batch_size)))
+            for i in indices:
+                rng = np.random.default_rng([seed, i, 0xF17])
+                augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
+                item = items[i]
+                samples.append(augment({k: item[k] for k in TARGET_KEYS}))
+            raw = collate(samples, TARGET_KEYS)
+            yield {
+                **raw,
+                "image_full": raw["image"],
+                "available": FULL.available,
+                "subset": FULL,
+                "case_index": torch.tensor(indices, dtype=torch.int64),
+            }
 
     return batches
 

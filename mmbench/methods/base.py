@@ -170,6 +170,9 @@ class Stage:
             (a segmenter trained after a generator gets a full schedule of its own).
         subset: train this stage on one fixed modality subset (a name or 4-bit code) instead
             of the strategy's ``train_subsets`` (e.g. one network per subset).
+        fit_before_val: for a ``fit`` stage: also fit it (on the current weights, not recorded
+            as done) before every validation of an earlier gradient stage, so that the val
+            split scores the path ``predict`` takes at test time (e.g. a retrieval bank).
     """
 
     name: str
@@ -179,6 +182,7 @@ class Stage:
     select_on_val: bool = True
     schedule: Literal["run", "stage"] = "run"
     subset: str | None = None
+    fit_before_val: bool = False
 
 
 @dataclass

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from monai.inferers import sliding_window_inference
-from monai.metrics import PSNRMetric
-from monai.metrics.regression import compute_ssim_and_cs
 from monai.networks.nets import PatchDiscriminator
 from torch import Tensor
 from torch.nn import functional as F
@@ -15,64 +14,45 @@ from torch.nn import functional as F
 from mmbench.methods.base import (
     Batch,
     MethodConfig,
+    Option,
     Stage,
     StepContext,
     Strategy,
-    availability_tensor,
+    subset_of,
 )
 from mmbench.methods.blocks import UNet3D
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
-from mmbench.subsets import MODALITIES, zero_absent
+from mmbench.methods.synthesis_metrics import synthesis_rows
+from mmbench.subsets import MODALITIES, Subset, zero_absent
+
+# The official scenarios (train_mmgan_brats2018.py): the 14 subsets other than none and all,
+# sorted by number of present sequences (stable over itertools.product order in the official
+# channel order T1, T2, T1ce, FLAIR), written here with mmbench's names.
+OFFICIAL_SCENARIOS: tuple[str, ...] = (
+    "FLAIR", "T1ce", "T2", "T1",
+    "T1ce+FLAIR", "T2+FLAIR", "T1ce+T2", "T1+FLAIR", "T1+T1ce", "T1+T2",
+    "T1ce+T2+FLAIR", "T1+T1ce+FLAIR", "T1+T2+FLAIR", "T1+T1ce+T2",
+)  # fmt: skip
+PUBLISHED_EPOCHS = 60  # mmgan_hgg.sh: --n_epochs=60
+PUBLISHED_LR = 2e-4  # Adam, betas (0.5, 0.999), constant (no decay within 60 epochs)
+PUBLISHED_BETAS = (0.5, 0.999)
 
 
-def brain_mask(image_full: Tensor) -> Tensor:
-    """Voxels where any modality is non-zero (background is zero after normalisation).
+def curriculum_range(epoch: int) -> tuple[int, int]:
+    """Official curriculum (``--c_learning=1``): scenario indices ``[low, high)`` drawn at
+    ``epoch`` (0-based) of :data:`OFFICIAL_SCENARIOS`; ``torch.randint(low, 14)`` excludes 14.
 
-    N×4×D×H×W → bool N×D×H×W.
+    Epochs 0-10: [11, 14) (three of the four 3-sequence scenarios: index 10 is never drawn, as in
+    the official code); 11-20: [7, 14); 21-30: [3, 14); later: all 14.
     """
-    return (image_full != 0).any(dim=1)
-
-
-def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor) -> float:
-    """PSNR of one volume inside ``mask``; the peak is the target's range inside the mask.
-
-    Args:
-        pred, target: float D×H×W.
-        mask: bool D×H×W (at least one voxel).
-    """
-    p, t = pred[mask].float(), target[mask].float()
-    data_range = float((t.max() - t.min()).clamp_min(1e-6))
-    return float(PSNRMetric(max_val=data_range)(p[None, None], t[None, None]).mean())
-
-
-def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor, kernel_size: int = 11) -> float:
-    """SSIM map of one volume (MONAI, Gaussian window) averaged over ``mask``.
-
-    The window shrinks (odd, at least 3) for volumes smaller than 11 voxels; the SSIM map is
-    ``kernel_size - 1`` smaller than the volume (valid convolution), so the mask is cropped to it.
-
-    Args:
-        pred, target: float D×H×W.
-        mask: bool D×H×W.
-    """
-    k = min(kernel_size, *target.shape)
-    k = max(3, k - 1 + k % 2)
-    t = target.float()
-    inside = t[mask]
-    data_range = float((inside.max() - inside.min()).clamp_min(1e-6))
-    ssim_map, _ = compute_ssim_and_cs(
-        pred.float()[None, None],
-        t[None, None],
-        spatial_dims=3,
-        kernel_size=[k] * 3,
-        kernel_sigma=[1.5] * 3,
-        data_range=data_range,
-    )
-    r = k // 2
-    cropped = mask[r : mask.shape[0] - r, r : mask.shape[1] - r, r : mask.shape[2] - r]
-    values = ssim_map[0, 0][cropped]
-    return float(values.mean()) if values.numel() else float("nan")
+    if epoch <= 10:
+        return 11, 14
+    if epoch <= 20:
+        return 7, 14
+    if epoch <= 30:
+        return 3, 14
+    return 0, 14
 
 
 @register(
@@ -84,38 +64,65 @@ def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor, kernel_size: int = 1
 class MMGAN(Strategy):
     """MM-GAN in 3-D: a U-Net generator imputes the missing modalities, a U-Net segments.
 
-    Generator: the shared :class:`UNet3D` reading the four channels (absent ones zero) plus the
-    4-bit availability code broadcast as four constant channels (N×8×D×H×W), writing all four
-    modalities (N×4×D×H×W). As in MM-GAN's implicit conditioning, the imputed volume keeps the
-    real channels where present and takes the synthetic ones where absent. Loss: L1 on every
-    modality, ``present_weight`` (0.2) on the present ones and 1 on the imputed ones, plus
-    ``adv_weight`` (0.02) × a least-squares PatchGAN term: a 3-D MONAI ``PatchDiscriminator``
-    (``adversarial``, default on, optimiser ``disc``) scores each channel of the imputed volume
-    per patch, real for present channels and fake for imputed ones, as MM-GAN's per-sequence
-    discriminator does.
+    As the official code (trane293/mm-gan, 2-D pix2pix): the generator (the shared
+    :class:`UNet3D`, N×4 → N×4) reads the four channels with the absent ones zero (the released
+    script's ``--z_type=zeros``) and no availability code; implicit conditioning keeps the real
+    channels where present and the synthetic ones where absent. Generator loss
+    ``l1_weight`` (0.9) · L1 over the *missing* channels only (mean over them) + ``adv_weight``
+    (0.1) · least-squares GAN term over all four channels of the discriminator's output.
+    Discriminator (``adversarial``, optimiser ``disc``): a 3-D MONAI ``PatchDiscriminator``
+    reading the candidate volume *and the real volume* (N×8, conditioned on the real image as
+    the official ``discriminator(fake_x, x_r)``), one output channel per sequence; real pairs are
+    labelled 1, imputed pairs 1 on present and 0 on imputed channels, loss 0.5·(real + fake).
+    The full set is never a synthesis scenario (as the official list of 14): a batch the loop
+    drew with every modality is given a uniformly drawn one of the other 14 subsets instead.
 
     Staging: stage ``synthesis`` trains generator and discriminator (``synthesis_fraction`` of
     the steps, 0.3, no checkpoint selection); stage ``segment`` trains the segmenter (the shared
-    :class:`UNet3D`) on the imputed volumes with the generator frozen, with checkpoint selection on
-    val. Both stages see the loop's random subsets.
+    :class:`UNet3D`) on the imputed volumes with the generator frozen, with checkpoint
+    selection on val. Each stage has its own poly schedule (``Stage.schedule="stage"``): the
+    segmenter starts at the full learning rate. Inference uses generator and segmenter; the
+    discriminator is training-only (:meth:`training_only_parameter_count`).
 
-    Departures from the paper: 3-D instead of 2-D slices; the generator is the shared compact U-Net
-    rather than MM-GAN's deeper U-Net; no curriculum over the number of missing sequences; the
-    segmenter is the benchmark's U-Net (the paper evaluated imputation with a separate
-    segmentation network trained on complete data) and is trained on imputed inputs.
-    ``extra_metrics`` reports synthesis PSNR and SSIM for each absent modality inside the brain.
+    ``recipe="published"``: generator and discriminator with Adam at 2e-4, betas (0.5, 0.999),
+    constant; the official curriculum over scenarios (:func:`curriculum_range`, the 60 epochs
+    mapped onto the synthesis stage's steps); the segmenter keeps the shared recipe (the paper
+    segments with a separate network; the code has none).
+
+    Departures from the paper: 3-D instead of 2-D slices; the generator is the shared compact
+    U-Net rather than pix2pix's 8-level U-Net, with no output ReLU (z-scored intensities are
+    negative; the official data are non-negative); the segmenter is the benchmark's U-Net
+    trained on imputed inputs of the loop's random subsets. ``extra_metrics`` reports
+    synthesis PSNR and SSIM of each absent modality
+    (:func:`mmbench.methods.synthesis_metrics.synthesis_rows`).
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "recipe": Option(
+            "shared",
+            "shared: the preset's Adam and per-stage poly; published: the official GAN "
+            "optimisers (Adam 2e-4, betas 0.5/0.999, constant) and scenario curriculum",
+            choices=("shared", "published"),
+        ),
+        "adversarial": Option(True, "train with the conditional PatchGAN discriminator"),
+        "l1_weight": Option(0.9, "weight of the L1 on missing channels (official 0.9)", minimum=0),
+        "adv_weight": Option(0.1, "weight of the generator's GAN term (official 0.1)", minimum=0),
+        "synthesis_fraction": Option(
+            0.3, "share of the steps given to the synthesis stage", minimum=0.01, maximum=0.99
+        ),
+    }
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         depth = config.depth
         n_mod = config.in_channels
-        self.generator = UNet3D(2 * n_mod, n_mod, width=config.width, depth=depth)
+        self.recipe = str(self._option("recipe"))
+        self.generator = UNet3D(n_mod, n_mod, width=config.width, depth=depth)
         self.segmenter = UNet3D(n_mod, config.out_channels, width=config.width, depth=depth)
-        self.adversarial = bool(config.option("adversarial", True))
-        self.present_weight = float(config.option("present_weight", 0.2))
-        self.adv_weight = float(config.option("adv_weight", 0.02))
-        self.synthesis_fraction = float(config.option("synthesis_fraction", 0.3))
+        self.adversarial = bool(self._option("adversarial"))
+        self.l1_weight = float(self._option("l1_weight"))
+        self.adv_weight = float(self._option("adv_weight"))
+        self.synthesis_fraction = float(self._option("synthesis_fraction"))
         self.stride = 2**depth
         # Three stride-2 layers as in pix2pix, fewer for tiny patches (instance norm needs more
         # than one voxel).
@@ -124,7 +131,7 @@ class MMGAN(Strategy):
             PatchDiscriminator(
                 spatial_dims=3,
                 channels=config.width,
-                in_channels=n_mod,
+                in_channels=2 * n_mod,
                 out_channels=n_mod,
                 num_layers_d=disc_layers,
                 norm="INSTANCE",
@@ -134,38 +141,54 @@ class MMGAN(Strategy):
             else None
         )
 
+    def _option(self, key: str) -> object:
+        return self.config.option(key, self.declared_options()[key].default)
+
     # ----------------------------------------------------------------------------- staging
     def stages(self) -> list[Stage]:
         gen_opts = ("gen", "disc") if self.adversarial else ("gen",)
         return [
-            Stage("synthesis", gen_opts, fraction=self.synthesis_fraction, select_on_val=False),
-            Stage("segment", ("seg",), fraction=1.0 - self.synthesis_fraction),
+            Stage(
+                "synthesis",
+                gen_opts,
+                fraction=self.synthesis_fraction,
+                select_on_val=False,
+                schedule="stage",
+            ),
+            Stage("segment", ("seg",), fraction=1.0 - self.synthesis_fraction, schedule="stage"),
         ]
 
     def configure_optimizers(
         self, lr: float, weight_decay: float
     ) -> dict[str, torch.optim.Optimizer]:
+        gan_lr = PUBLISHED_LR if self.recipe == "published" else lr
+        gan_wd = 0.0 if self.recipe == "published" else weight_decay
         opts = {
             "gen": torch.optim.Adam(
-                self.generator.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay
+                self.generator.parameters(), lr=gan_lr, betas=PUBLISHED_BETAS, weight_decay=gan_wd
             ),
             "seg": torch.optim.Adam(self.segmenter.parameters(), lr=lr, weight_decay=weight_decay),
         }
         if self.discriminator is not None:
             opts["disc"] = torch.optim.Adam(
-                self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999)
+                self.discriminator.parameters(), lr=gan_lr, betas=PUBLISHED_BETAS
             )
         return opts
+
+    def lr_factor(self, optimizer: str, ctx: StepContext) -> float | None:
+        if self.recipe == "published" and optimizer in ("gen", "disc"):
+            return 1.0  # the official GAN learning rate is constant
+        return None
 
     # ----------------------------------------------------------------------------- synthesis
     def generate(self, image: Tensor, available: tuple[str, ...]) -> Tensor:
         """Raw generator output: N×4×D×H×W synthetic modalities (all four channels).
 
         ``image`` is N×4×D×H×W with absent channels zero; D, H, W divisible by ``2**depth``.
+        ``available`` is not an input of the network (official: no availability code); it is
+        kept for the signature shared with :meth:`synthesize`.
         """
-        code = availability_tensor(available, image.shape[0], image.device).to(image.dtype)
-        code = code[:, :, None, None, None].expand(-1, -1, *image.shape[2:])
-        return self.generator(torch.cat([image, code], dim=1))
+        return self.generator(image)
 
     @staticmethod
     def impute(image: Tensor, synthetic: Tensor, available: tuple[str, ...]) -> Tensor:
@@ -196,33 +219,46 @@ class MMGAN(Strategy):
         return self.impute(image, synthetic, available)
 
     # ----------------------------------------------------------------------------- training
-    def _generator_losses(self, batch: Batch) -> dict[str, Tensor]:
-        image, full, available = batch["image"], batch["image_full"], batch["available"]
+    def synthesis_subset(self, drawn: Subset, ctx: StepContext) -> Subset:
+        """The scenario of a synthesis step: the loop's subset, except that the full set is
+        replaced by one of the other 14 (uniformly), and under ``recipe=published`` the official
+        curriculum's draw. Draws use torch's global generator (seeded per step by the loop)."""
+        if self.recipe == "published":
+            epoch = min(PUBLISHED_EPOCHS - 1, int(PUBLISHED_EPOCHS * ctx.stage_progress))
+            low, high = curriculum_range(epoch)
+            return Subset.parse(OFFICIAL_SCENARIOS[int(torch.randint(low, high, ()).item())])
+        if len(drawn.available) < len(MODALITIES):
+            return drawn
+        return Subset.parse(OFFICIAL_SCENARIOS[int(torch.randint(0, 14, ()).item())])
+
+    def _generator_losses(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        full = batch["image_full"]
+        subset = self.synthesis_subset(subset_of(batch["available"]), ctx)
+        available = subset.available
+        image = zero_absent(full, available)
         synthetic = self.generate(image, available)
         present = torch.tensor(
             [m in available for m in MODALITIES], device=image.device, dtype=torch.bool
         )
-        weights = torch.where(present, self.present_weight, 1.0).to(image.dtype)
-        l1 = (synthetic - full).abs().mean(dim=(0, 2, 3, 4))
-        l1 = (weights * l1).sum() / weights.sum()
-        out: dict[str, Tensor] = {"gen": l1, "log/l1": l1.detach()}
+        missing = ~present
+        # L1 on the missing channels only, the mean of the per-channel means (official).
+        l1 = (synthetic.float() - full.float()).abs().mean(dim=(0, 2, 3, 4))[missing].mean()
+        out: dict[str, Tensor] = {"gen": self.l1_weight * l1, "log/l1": l1.detach()}
         if self.discriminator is None:
             return out
         imputed = self.impute(image, synthetic, available)
-        # Per-channel labels: present channels are real (1), imputed ones fake (0).
-        labels = present.to(image.dtype)[None, :, None, None, None]
-        d_real = self.discriminator(full)[-1]
-        d_fake = self.discriminator(imputed.detach())[-1]
+        # Per-channel labels of an imputed pair: present channels are real (1), imputed fake (0).
+        labels = present.to(full.dtype)[None, :, None, None, None]
+        d_real = self.discriminator(torch.cat([full, full], 1))[-1]
+        d_fake = self.discriminator(torch.cat([imputed.detach(), full], 1))[-1]
         disc = 0.5 * (
             F.mse_loss(d_real, torch.ones_like(d_real))
             + F.mse_loss(d_fake, labels.expand_as(d_fake))
         )
-        absent = ~present
-        if absent.any():
-            g_fake = self.discriminator(imputed)[-1][:, absent]
-            adv = F.mse_loss(g_fake, torch.ones_like(g_fake))
-            out["gen"] = l1 + self.adv_weight * adv
-            out["log/adv"] = adv.detach()
+        g_fake = self.discriminator(torch.cat([imputed, full], 1))[-1]
+        adv = F.mse_loss(g_fake, torch.ones_like(g_fake))
+        out["gen"] = self.l1_weight * l1 + self.adv_weight * adv
+        out["log/adv"] = adv.detach()
         # "gen" first: the contract's sequential check steps optimisers in dict order, and the
         # generator's loss runs through the discriminator's (not yet stepped) weights.
         out["disc"] = disc
@@ -231,7 +267,7 @@ class MMGAN(Strategy):
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         if ctx.stage == "synthesis":
-            return self._generator_losses(batch)
+            return self._generator_losses(batch, ctx)
         with torch.no_grad():
             imputed = self.synthesize(batch["image"], batch["available"])
         return {"seg": dice_bce_loss(self.segmenter(imputed), batch["regions"])}
@@ -243,28 +279,19 @@ class MMGAN(Strategy):
     def extra_metrics(
         self, image: Tensor, image_full: Tensor, available: tuple[str, ...]
     ) -> list[tuple[str, str, float]]:
-        """Synthesis PSNR and SSIM inside the brain, one pair of rows per absent modality.
+        """Synthesis PSNR and SSIM of each absent modality, defined once for every method in
+        :mod:`mmbench.methods.synthesis_metrics`.
 
         ``image``/``image_full``: 4×D×H×W or 1×4×D×H×W for one case. Rows:
         ``(modality, "psnr" | "ssim", value)``.
         """
         if image.ndim == 4:
             image, image_full = image[None], image_full[None]
-        absent = [m for m in MODALITIES if m not in available]
-        if not absent:
+        if len(available) == len(MODALITIES):
             return []
         with torch.inference_mode():
             imputed = self.synthesize(zero_absent(image, available), tuple(available))
-        mask = brain_mask(image_full)[0]
-        if not mask.any():
-            return []
-        rows: list[tuple[str, str, float]] = []
-        for m in absent:
-            c = MODALITIES.index(m)
-            pred, target = imputed[0, c], image_full[0, c]
-            rows.append((m, "psnr", masked_psnr(pred, target, mask)))
-            rows.append((m, "ssim", masked_ssim(pred, target, mask)))
-        return rows
+        return synthesis_rows(imputed, image_full, available, ssim=True)
 
     def inference_modules(self) -> list[torch.nn.Module]:
         return [self.generator, self.segmenter]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmbench.methods.base import Batch, MethodConfig, Stage, StepContext, Strategy
+from mmbench.methods.base import Batch, MethodConfig, Option, Stage, StepContext, Strategy
 from mmbench.methods.blocks import Decoder3D, Encoder3D, level_channels
 from mmbench.methods.losses import dice_bce_loss
 from mmbench.methods.registry import register
@@ -60,24 +61,43 @@ class RetrievalKNN(Strategy):
     their true features, encoded from ``image_full`` (an oracle retrieval), so the decoder learns to
     read a complete bottleneck next to subset-dependent skips.
 
-    Bank (stage ``bank``, ``kind="fit"``, after training): from full-modality training batches,
-    every bottleneck location inside the brain contributes one entry holding the four modalities'
-    bottleneck features (4×C); a uniform sample of at most ``bank_size`` (4096) entries is kept
-    (reservoir sampling by random keys, seeded by ``bank_seed``). The bank lives in fixed-size
-    buffers plus a filled count, so checkpoints carry it.
+    Bank (stage ``bank``, ``kind="fit"``): one pass over every training case, each case once as
+    one crop (the engine's fit data: :func:`mmbench.datasets.sampling.make_fit_batches`, crops
+    seeded per case, so every pass sees the same crops). Every bottleneck location inside the
+    brain contributes one entry holding the four modalities' bottleneck features (4×C); when
+    there are more than ``bank_size`` (4096) entries a uniform sample of them is kept (reservoir
+    sampling by random keys, seeded by ``bank_seed``; at ``quick`` all are kept). The bank lives
+    in fixed-size buffers plus a filled count and the number of cases it was built from
+    (``bank_cases``), so checkpoints carry it.
+
+    Validation takes the test path: the bank stage is fitted on the current weights before
+    every validation of the ``train`` stage (``Stage.fit_before_val``), so the val score that
+    selects the checkpoint is the score of retrieval from a bank, and the selected checkpoint
+    carries the bank built on its own weights.
 
     Retrieval (``predict``): for each bottleneck location the descriptor is the concatenation of
     the available modalities' features, compared with the same modalities' slots of the bank
     entries (so it is defined for every subset and never reads an absent channel); the
     ``k`` (5) nearest entries (``torch.cdist`` + ``topk``) give the absent modalities' features as
-    an inverse-distance-weighted mean. Before the bank is built the absent slots take the mean of
-    the available modalities' features. The ``train`` stage does not select on val: the selected
-    weights would be reloaded after the bank was built from the final ones.
+    an inverse-distance-weighted mean. Only an empty bank (a model that was never fitted, e.g.
+    in unit tests) falls back to the mean of the available modalities' features.
 
-    A baseline, not a published method: retrieval is local (one bottleneck cell, no spatial
-    context), the bank is a bounded uniform sample of the cohort, and features of other patients
-    at the most similar-looking cell say nothing about where this patient's tumour is.
+    A baseline, not a published method (no public code, so ``recipe=published`` is the shared
+    recipe): retrieval is local (one bottleneck cell, no spatial context), the bank is a bounded
+    uniform sample of the cohort's locations, and features of other patients at the most
+    similar-looking cell say nothing about where this patient's tumour is.
     """
+
+    options: ClassVar[dict[str, Option]] = {
+        "recipe": Option(
+            "shared",
+            "shared: the preset's recipe; published: the same (no published recipe exists)",
+            choices=("shared", "published"),
+        ),
+        "k": Option(5, "neighbours averaged by retrieval", minimum=1),
+        "bank_size": Option(4096, "most bank entries (bottleneck locations) kept", minimum=1),
+        "bank_seed": Option(0, "seed of the uniform sample when the bank overflows"),
+    }
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
@@ -95,14 +115,15 @@ class RetrievalKNN(Strategy):
         self.register_buffer("bank_features", torch.zeros(bank_size, self.n_mod, chans[-1]))
         self.register_buffer("bank_keys", torch.full((bank_size,), float("inf")))
         self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bank_cases", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------------------- staging
     def stages(self) -> list[Stage]:
         return [
-            # Selection on val happens before the bank exists (absent slots take the mean of the
-            # available features then); the loop rebuilds the bank on the selected weights.
             Stage("train", ("main",)),
-            Stage("bank", (), fraction=0.0, kind="fit", select_on_val=False),
+            # Fitted before each validation too, so val scores retrieval from a bank (the test
+            # path); load_best refits it on the selected weights (same crops, same bank).
+            Stage("bank", (), fraction=0.0, kind="fit", select_on_val=False, fit_before_val=True),
         ]
 
     # ----------------------------------------------------------------------------- features
@@ -156,7 +177,10 @@ class RetrievalKNN(Strategy):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[Batch], ctx: StepContext) -> None:
-        """Build the bank from full-modality batches (uniform sample of brain locations)."""
+        """Build the bank from one pass of full-modality batches (each training case once):
+        every brain location's four bottleneck features, a uniform sample if over
+        ``bank_size``. Batches may carry ``case_index`` (N); cases are counted by it, else by
+        batch size."""
         was_training = self.training
         self.eval()
         gen = torch.Generator().manual_seed(self.bank_seed)
@@ -164,7 +188,16 @@ class RetrievalKNN(Strategy):
         feats = self.bank_features.new_zeros(0, *self.bank_features.shape[1:])
         keys = self.bank_keys.new_zeros(0)
         stride = 2**self.depth
+        cases: set[int] = set()
         for batch in batches:
+            index = batch.get("case_index")
+            n_batch = batch["image"].shape[0]
+            ids = (
+                [int(i) for i in index]
+                if index is not None
+                else range(len(cases), len(cases) + n_batch)
+            )
+            cases.update(ids)
             full = batch.get("image_full", batch["image"]).to(self.bank_features.device)
             pyramids = self.encode(full, range(self.n_mod))
             bottleneck = torch.stack([pyramids[c][-1] for c in range(self.n_mod)], dim=1)
@@ -185,6 +218,7 @@ class RetrievalKNN(Strategy):
         self.bank_features[:count] = feats
         self.bank_keys[:count] = keys
         self.bank_count.fill_(count)
+        self.bank_cases.fill_(len(cases))
         self.train(was_training)
 
     # ----------------------------------------------------------------------------- inference
