@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and evaluate methods on all 15 modality subsets",
         description="Train and evaluate methods on all 15 modality subsets. Without options it "
         "runs the family comparison (--methods all) on the embedded phantoms with the quick "
-        "preset: about 20 minutes on a 2-core CPU. Rerunning a command resumes it.",
+        "preset: about 15 minutes on an idle 2-core CPU. Rerunning a command resumes it.",
     )
     run.add_argument(
         "--methods",

@@ -330,7 +330,7 @@ def test_every_option_has_help_and_run_help_names_its_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: all)" in text and "(default: quick)" in text and "20 minutes" in text
+    assert "(default: all)" in text and "(default: quick)" in text and "15 minutes" in text
 
 
 def test_another_preset_in_the_same_folder_says_what_to_do(smoke_run: Path, capsys) -> None:
