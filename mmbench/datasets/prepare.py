@@ -181,9 +181,30 @@ def prepare_data(
     log(
         f"{dataset}: {len(index.cases)} valid cases ({len(chosen.train)} train, "
         f"{len(chosen.val)} val, {len(chosen.test)} test), {len(index.problems)} left out; "
-        f"preprocessed in {time.perf_counter() - t0:.1f} s"
+        + _preparation_note(cache, time.perf_counter() - t0, cache_dir)
     )
     return prepared
+
+
+def _preparation_note(cache: str, seconds: float, cache_dir: Path | None) -> str:
+    """What the preparation log line can truthfully say about the time and the cache."""
+    if cache == "memory":
+        return f"preprocessed into memory in {seconds:.1f} s"
+    if cache == "none":
+        return "preprocessed on every read (no cache)"
+    where = f"{cache_dir} ({_folder_mib(cache_dir):.0f} MiB so far)" if cache_dir else "disk"
+    if cache == "mmap":
+        return (
+            f"training cases cached in {seconds:.1f} s; val and test cases preprocessed on "
+            f"first use; cache: {where}"
+        )
+    return f"cases preprocessed on first use (not yet timed); cache: {where}"
+
+
+def _folder_mib(folder: Path) -> float:
+    if not folder.exists():
+        return 0.0
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
 __all__ = ["PreparedData", "choose_split", "data_root", "prepare_data"]
